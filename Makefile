@@ -1,0 +1,62 @@
+# Two commands do all set-up: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HTMX_VERSION := 2.0.4
+HTMX_JS := webapp/static/vendor/htmx.min.js
+PG_TEST_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: run test install install-test services lint typecheck pytest litellm-proxy browser clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+$(HTMX_JS):
+	mkdir -p build/npm webapp/static/vendor
+	npm install --silent --no-audit --no-fund --prefix build/npm htmx.org@$(HTMX_VERSION)
+	cp build/npm/node_modules/htmx.org/dist/htmx.min.js $@
+
+install: $(VENV)/.installed $(HTMX_JS)
+
+install-test: $(VENV)/.installed-test $(HTMX_JS)
+
+.env:
+	@echo "SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))')" > .env
+	@echo "Wrote .env with a generated SECRET_KEY."
+
+run: install .env
+	@bash scripts/run.sh
+
+services:
+	@bash scripts/ensure_services.sh
+
+litellm-proxy:
+	@bash scripts/install_litellm_proxy.sh
+
+browser:
+	@bash scripts/ensure_browser.sh
+
+lint: install-test
+	$(BIN)/ruff check webapp tests scripts benchmarks wsgi.py
+
+typecheck: install-test
+	$(BIN)/mypy webapp
+
+pytest: install-test services litellm-proxy browser
+	TEST_DATABASE_URL=$(PG_TEST_URL) TEST_REDIS_URL=$(REDIS_TEST_URL) $(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# `make run`: embedded defaults (SQLite + the built-in LiteLLM simulator) unless configured otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+set -a; [ -f .env ] && source .env; set +a
+BIN=.venv/bin
+mkdir -p instance
+
+if [ -z "${LITELLM_BASE_URL:-}" ]; then
+  SIM_PORT="${SIMULATOR_PORT:-4000}"
+  export LITELLM_BASE_URL="http://127.0.0.1:${SIM_PORT}"
+  export LITELLM_MASTER_KEY="${LITELLM_MASTER_KEY:-sk-simulator-master-key}"
+  echo "LITELLM_BASE_URL not set: starting the built-in LiteLLM simulator on ${LITELLM_BASE_URL}"
+  "$BIN/flask" litellm simulate --port "$SIM_PORT" --master-key "$LITELLM_MASTER_KEY" --days 30 --keys 6 \
+    --rows-per-day 200 >instance/simulator.log 2>&1 &
+  SIM_PID=$!
+  trap 'kill $SIM_PID 2>/dev/null || true' EXIT
+fi
+
+"$BIN/flask" db upgrade
+"$BIN/flask" seed-demo
+PORT="${PORT:-5000}"
+echo
+echo "A1 SaaS Pro is starting on http://127.0.0.1:${PORT}/"
+echo
+"$BIN/flask" --app wsgi run --host 127.0.0.1 --port "$PORT" --no-reload

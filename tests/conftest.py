@@ -1,0 +1,173 @@
+"""Shared fixtures: a fresh PostgreSQL database per run (migrated once), tables emptied after each test,
+and small factories for tenants, users, tokens."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy.engine import make_url
+
+from webapp import create_app
+from webapp.config import TestConfig
+from webapp.extensions import db
+from webapp.models import Plan, Tenant, User, UserRole
+
+pytest_plugins = [
+    plugin
+    for plugin in ("tests.fixtures_litellm", "tests.fixtures_litellm_proxy")
+    if os.path.exists(os.path.join(os.path.dirname(__file__), plugin.split(".")[1] + ".py"))
+]
+
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+TEST_PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """Create a throw-away PostgreSQL database for this run and drop it afterwards."""
+    admin_url = make_url(os.environ.get("TEST_DATABASE_URL", DEFAULT_ADMIN_URL))
+    name = f"a1test_{uuid.uuid4().hex[:12]}"
+    admin_engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin_engine.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin_engine.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin_engine.dispose()
+
+
+def make_test_config(database_url: str, **overrides: Any) -> type[TestConfig]:
+    attributes = {"SQLALCHEMY_DATABASE_URI": database_url, **overrides}
+    return type("RunConfig", (TestConfig,), attributes)
+
+
+@pytest.fixture(scope="session")
+def app(database_url: str) -> Iterator[Flask]:
+    from flask_migrate import upgrade
+
+    application = create_app(make_test_config(database_url))
+    with application.app_context():
+        upgrade()
+    yield application
+
+
+@pytest.fixture(autouse=True)
+def _clean_tables(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Empty every table after each test that used the database (works across threads and processes)."""
+    yield
+    if "app" not in request.fixturenames:
+        return
+    application: Flask = request.getfixturevalue("app")
+    with application.app_context():
+        db.session.remove()
+        tables = ", ".join(f'"{table.name}"' for table in db.metadata.sorted_tables)
+        with db.engine.begin() as connection:
+            connection.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def app_context(app: Flask) -> Iterator[None]:
+    with app.app_context():
+        yield
+        db.session.remove()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+# ---------------------------------------------------------------- factories
+
+
+@pytest.fixture
+def make_plan(app: Flask) -> Callable[..., Plan]:
+    def factory(**fields: Any) -> Plan:
+        values: dict[str, Any] = {
+            "name": f"plan-{uuid.uuid4().hex[:6]}",
+            "rpm_limit": 600,
+            "tpm_limit": 1_000_000,
+            "monthly_budget": Decimal("100"),
+            "allowed_models": [],
+        }
+        values.update(fields)
+        with app.app_context():
+            plan = Plan(**values)
+            db.session.add(plan)
+            db.session.commit()
+            db.session.refresh(plan)
+            db.session.expunge(plan)
+            return plan
+
+    return factory
+
+
+@pytest.fixture
+def make_tenant(app: Flask, make_plan: Callable[..., Plan]) -> Callable[..., Tenant]:
+    def factory(slug: str | None = None, plan: Plan | None = None, **fields: Any) -> Tenant:
+        slug = slug or f"t-{uuid.uuid4().hex[:8]}"
+        plan = plan or make_plan()
+        with app.app_context():
+            tenant = Tenant(name=fields.pop("name", slug.title()), slug=slug, plan_id=plan.id, **fields)
+            db.session.add(tenant)
+            db.session.commit()
+            tenant = db.session.get(Tenant, tenant.id)
+            assert tenant is not None
+            db.session.expunge_all()
+            return tenant
+
+    return factory
+
+
+@pytest.fixture
+def make_user(app: Flask) -> Callable[..., User]:
+    def factory(role: str = "admin", tenant: Tenant | None = None, email: str | None = None) -> User:
+        email = email or f"{role}-{uuid.uuid4().hex[:8]}@example.test"
+        with app.app_context():
+            user = User(email=email, name=role, role=UserRole(role), tenant_id=tenant.id if tenant else None)
+            user.set_password(TEST_PASSWORD)
+            db.session.add(user)
+            db.session.commit()
+            db.session.refresh(user)
+            db.session.expunge(user)
+            return user
+
+    return factory
+
+
+@pytest.fixture
+def make_token(app: Flask) -> Callable[[User], str]:
+    """A personal API token for the user; returns the secret."""
+    from webapp.auth.service import issue_personal_token
+
+    def factory(user: User) -> str:
+        with app.app_context():
+            secret = issue_personal_token(db.session.get(User, user.id), "test").secret  # type: ignore[arg-type]
+            db.session.commit()
+            return secret
+
+    return factory
+
+
+@pytest.fixture
+def staff_token(make_user: Callable[..., User], make_token: Callable[[User], str]) -> str:
+    return make_token(make_user("staff"))
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def login(client: FlaskClient, user: User, password: str = TEST_PASSWORD) -> None:
+    response = client.post("/login", data={"email": user.email, "password": password})
+    assert response.status_code == 302, response.get_data(as_text=True)

@@ -1,0 +1,61 @@
+"""Command-line entry points: `flask create-admin`, `flask seed-demo`, `flask litellm ...`."""
+
+from __future__ import annotations
+
+import click
+import sqlalchemy as sa
+from flask import Flask
+from flask.cli import AppGroup
+
+from webapp.extensions import db
+
+litellm_cli = AppGroup("litellm", help="Talk to LiteLLM: simulator, status, keys, usage sync.")
+
+
+@click.command("create-admin")
+@click.argument("email")
+@click.option("--password", required=True, help="Password for the staff admin.")
+@click.option("--token", "with_token", is_flag=True, help="Also issue a personal API token, printed once.")
+def create_admin(email: str, password: str, with_token: bool) -> None:
+    """Create a staff admin (platform operator)."""
+    from webapp.auth.service import issue_personal_token
+    from webapp.models import User
+    from webapp.tenants.service import create_staff_user
+
+    if db.session.scalar(sa.select(User).where(sa.func.lower(User.email) == email.lower())) is not None:
+        raise click.UsageError(f"A user with email {email} exists already.")
+    if len(password) < 10:
+        raise click.UsageError("Use a password of at least 10 characters.")
+    user = create_staff_user(email, password)
+    secret = issue_personal_token(user, "created by create-admin").secret if with_token else None
+    db.session.commit()
+    click.echo(f"Created staff admin {user.email}.")
+    if secret:
+        click.echo(f"API token (shown once): {secret}")
+
+
+@click.command("seed-demo")
+def seed_demo() -> None:
+    """Seed demo plans, tenants and users (idempotent)."""
+    from webapp.demo import seed_demo_data
+
+    for line in seed_demo_data():
+        click.echo(line)
+
+
+def register_commands(app: Flask) -> None:
+    _load_feature_commands()
+    app.cli.add_command(create_admin)
+    app.cli.add_command(seed_demo)
+    app.cli.add_command(litellm_cli)
+
+
+def _load_feature_commands() -> None:
+    """Feature modules attach their commands to `litellm_cli` when imported."""
+    import importlib
+
+    for module in FEATURE_COMMAND_MODULES:
+        importlib.import_module(module)
+
+
+FEATURE_COMMAND_MODULES: list[str] = []

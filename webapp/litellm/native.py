@@ -1,0 +1,343 @@
+"""Client for stock LiteLLM (flavour "native"): virtual keys, /spend/logs/v2, health and models."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from webapp.litellm import parsing
+from webapp.litellm.cache import Cache, NullCache
+from webapp.litellm.errors import LiteLLMError, LiteLLMMalformedResponse
+from webapp.litellm.transport import Transport
+from webapp.litellm.types import (
+    GeneratedKey,
+    HealthReport,
+    KeySpec,
+    ModelInfo,
+    SpendLogEntry,
+    SpendLogPage,
+    UsageTotals,
+    VirtualKey,
+)
+
+log = logging.getLogger(__name__)
+
+SPEND_LOGS_PATH = "/spend/logs/v2"
+MAX_SPEND_PAGE = 1000
+KEY_LIST_PAGE = 100
+DENSE_SECOND_PASSES = 3
+ONE_SECOND = timedelta(seconds=1)
+MODELS_CACHE_KEY = "models"
+
+
+def litellm_datetime(moment: datetime) -> str:
+    """`/spend/logs/v2` takes `YYYY-MM-DD HH:MM:SS` in UTC."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def floor_second(moment: datetime) -> datetime:
+    return moment.replace(microsecond=0)
+
+
+def ceil_second(moment: datetime) -> datetime:
+    floored = floor_second(moment)
+    return floored if floored == moment else floored + ONE_SECOND
+
+
+def require_aware(moment: datetime, name: str) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError(f"{name} must be an aware UTC datetime")
+    return moment.astimezone(UTC)
+
+
+def paged(chunks: Iterable[list[SpendLogEntry]], page_size: int) -> Iterator[SpendLogPage]:
+    """Re-cuts chunks into pages of at most page_size; holds one page back to know `has_more`."""
+    number = 0
+    pending: list[SpendLogEntry] = []
+    for chunk in chunks:
+        pending.extend(chunk)
+        while len(pending) > page_size:
+            number += 1
+            yield SpendLogPage(entries=tuple(pending[:page_size]), page=number, has_more=True)
+            del pending[:page_size]
+    if pending or number == 0:
+        yield SpendLogPage(entries=tuple(pending), page=number + 1, has_more=False)
+
+
+def key_spec_body(spec: KeySpec) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "key_alias": spec.key_alias,
+        "models": list(spec.models),
+        "metadata": dict(spec.metadata),
+        "rpm_limit": spec.rpm_limit,
+        "tpm_limit": spec.tpm_limit,
+        "max_budget": None if spec.max_budget is None else float(spec.max_budget),
+        "budget_duration": spec.budget_duration,
+    }
+    if spec.user_id is not None:
+        body["user_id"] = spec.user_id
+    return body
+
+
+class SpendLogWalk:
+    """Reads every `/spend/logs/v2` row with start <= startTime < end, as a keyset walk on startTime.
+
+    Each request asks for the window [cursor's second, end] sorted ascending. In a full page every row
+    older than the page's last startTime is complete (the sort puts all of them first), so those rows are
+    yielded and the cursor moves to that last startTime; rows tied with it are read again by the next
+    request, which is what makes the walk immune to the sort's missing tie-breaker and to rows shifting
+    between OFFSET pages. Only a second holding more rows than a page needs OFFSET paging, read in
+    repeated passes and deduplicated on request_id.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        start: datetime,
+        end: datetime,
+        page_size: int,
+        api_key: str | None = None,
+    ) -> None:
+        self.transport = transport
+        self.start = require_aware(start, "start")
+        self.end = require_aware(end, "end")
+        self.page_size = max(1, min(page_size, MAX_SPEND_PAGE))
+        self.api_key = api_key
+        self.requests = 0
+
+    def chunks(self) -> Iterator[list[SpendLogEntry]]:
+        cursor, end = self.start, self.end
+        query_end = ceil_second(end)
+        while cursor < end:
+            entries = self._fetch(floor_second(cursor), query_end, page=1)
+            wanted = [entry for entry in entries if cursor <= entry.occurred_at < end]
+            if len(entries) < self.page_size:
+                if wanted:
+                    yield wanted
+                return
+            last = entries[-1].occurred_at
+            head = [entry for entry in wanted if entry.occurred_at < last]
+            if head:
+                yield head
+            if last >= end:
+                return
+            if last > cursor:
+                cursor = last
+                continue
+            yield from self._dense_second(cursor)
+            cursor = floor_second(cursor) + ONE_SECOND
+
+    def _dense_second(self, cursor: datetime) -> Iterator[list[SpendLogEntry]]:
+        second = floor_second(cursor)
+        upper = min(second + ONE_SECOND, self.end)
+        seen: dict[str, SpendLogEntry] = {}
+        expected = 0
+        for _ in range(DENSE_SECOND_PASSES):
+            expected = self._read_second_pass(second, seen)
+            if len(seen) >= expected:
+                break
+        if len(seen) < expected:
+            log.warning(
+                "LiteLLM spend logs: %d of %d rows read in the dense second %s",
+                len(seen), expected, second.isoformat(),
+            )
+        rows = sorted(
+            (entry for entry in seen.values() if cursor <= entry.occurred_at < upper),
+            key=lambda entry: entry.occurred_at,
+        )
+        for index in range(0, len(rows), self.page_size):
+            yield rows[index : index + self.page_size]
+
+    def _read_second_pass(self, second: datetime, seen: dict[str, SpendLogEntry]) -> int:
+        page = 1
+        total = 0
+        while True:
+            payload = self._fetch_payload(second, second + ONE_SECOND, page)
+            total = max(total, int(payload.get("total") or 0))
+            entries = self._entries(payload)
+            for entry in entries:
+                seen.setdefault(entry.request_id, entry)
+            if len(entries) < self.page_size:
+                return total
+            page += 1
+
+    def _fetch(self, start: datetime, end: datetime, page: int) -> list[SpendLogEntry]:
+        return self._entries(self._fetch_payload(start, end, page))
+
+    def _fetch_payload(self, start: datetime, end: datetime, page: int) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "start_date": litellm_datetime(start),
+            "end_date": litellm_datetime(end),
+            "page": page,
+            "page_size": self.page_size,
+            "sort_by": "startTime",
+            "sort_order": "asc",
+        }
+        if self.api_key:
+            params["api_key"] = self.api_key
+        self.requests += 1
+        return parsing.require_dict(self.transport.get(SPEND_LOGS_PATH, params), SPEND_LOGS_PATH)
+
+    @staticmethod
+    def _entries(payload: dict[str, Any]) -> list[SpendLogEntry]:
+        data = payload.get("data")
+        if not isinstance(data, list):
+            raise LiteLLMMalformedResponse(f"{SPEND_LOGS_PATH} answered without a data list")
+        row = parsing.native_spend_row
+        return [row(item) for item in data]
+
+
+class NativeClient:
+    flavour = "native"
+
+    def __init__(self, transport: Transport, cache: Cache | None = None) -> None:
+        self.transport = transport
+        self.base_url = transport.base_url
+        self.cache: Cache = cache or NullCache()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    # virtual keys
+    def generate_key(self, spec: KeySpec) -> GeneratedKey:
+        answer = self.transport.post("/key/generate", key_spec_body(spec))
+        payload = parsing.require_dict(answer, "/key/generate")
+        secret = payload.get("key")
+        if not isinstance(secret, str) or not secret:
+            raise LiteLLMMalformedResponse("/key/generate answered without the secret")
+        return GeneratedKey(
+            secret=secret,
+            token=payload.get("token") or payload.get("token_id") or parsing.to_token(secret),
+            key_alias=payload.get("key_alias"),
+            expires_at=parsing.optional_timestamp(payload.get("expires")),
+        )
+
+    def update_key(self, token: str, spec: KeySpec) -> VirtualKey:
+        token = parsing.to_token(token)
+        body = {"key": token, **key_spec_body(spec)}
+        payload = parsing.require_dict(self.transport.post("/key/update", body), "/key/update")
+        self._forget_key(token)
+        return parsing.virtual_key(payload, token=token)
+
+    def delete_key(self, token: str) -> None:
+        token = parsing.to_token(token)
+        self.transport.post("/key/delete", {"keys": [token]})
+        self._forget_key(token)
+
+    def block_key(self, token: str) -> None:
+        token = parsing.to_token(token)
+        self.transport.post("/key/block", {"key": token})
+        self._forget_key(token)
+
+    def unblock_key(self, token: str) -> None:
+        token = parsing.to_token(token)
+        self.transport.post("/key/unblock", {"key": token})
+        self._forget_key(token)
+
+    def key_info(self, token: str) -> VirtualKey:
+        token = parsing.to_token(token)
+        cache_key = f"key:{token}"
+        payload = self.cache.get(cache_key)
+        if payload is None:
+            payload = parsing.require_dict(self.transport.get("/key/info", {"key": token}), "/key/info")
+            self.cache.set(cache_key, payload)
+        info = payload.get("info")
+        if not isinstance(info, dict):
+            raise LiteLLMMalformedResponse("/key/info answered without info")
+        return parsing.virtual_key(info, token=token)
+
+    def iter_keys(self) -> Iterator[VirtualKey]:
+        """Every live key, 100 per page, oldest first so keys created while paging append at the end."""
+        seen: set[str] = set()
+        page = 1
+        while True:
+            payload = self._key_list_page(page, KEY_LIST_PAGE, full=True)
+            for item in payload.get("keys") or ():
+                key = parsing.virtual_key(item) if isinstance(item, dict) else VirtualKey(token=str(item))
+                if key.token not in seen:
+                    seen.add(key.token)
+                    yield key
+            if page >= int(payload.get("total_pages") or 0) or not payload.get("keys"):
+                return
+            page += 1
+
+    def _key_list_page(self, page: int, size: int, full: bool) -> dict[str, Any]:
+        params: dict[str, Any] = {"page": page, "size": size, "sort_by": "created_at", "sort_order": "asc"}
+        if full:
+            params["return_full_object"] = "true"
+        return parsing.require_dict(self.transport.get("/key/list", params), "/key/list")
+
+    def key_count(self) -> int:
+        return int(self._key_list_page(1, 1, full=False).get("total_count") or 0)
+
+    def _forget_key(self, token: str) -> None:
+        self.cache.delete(f"key:{token}")
+
+    # spend logs
+    def iter_spend_log_pages(
+        self, start: datetime, end: datetime, page_size: int = 1000
+    ) -> Iterator[SpendLogPage]:
+        walk = SpendLogWalk(self.transport, start, end, page_size)
+        return paged(walk.chunks(), walk.page_size)
+
+    def usage_totals(self, start: datetime, end: datetime, token: str | None = None) -> UsageTotals:
+        """Summed from the spend logs (exact window, failures counted as requests): /global/activity has
+        only day granularity and no spend."""
+        api_key = parsing.to_token(token) if token else None
+        walk = SpendLogWalk(self.transport, start, end, MAX_SPEND_PAGE, api_key=api_key)
+        return totals_of(walk.chunks())
+
+    # models and health
+    def list_models(self) -> list[ModelInfo]:
+        payload = self.cache.get(MODELS_CACHE_KEY)
+        if payload is None:
+            payload = self.transport.get("/v1/models")
+            self.cache.set(MODELS_CACHE_KEY, payload)
+        return parsing.models_from(payload)
+
+    def health(self) -> HealthReport:
+        return probe_health(self, self.key_count)
+
+    def readiness(self) -> Any:
+        return self.transport.get("/health/readiness")
+
+
+def totals_of(chunks: Iterable[list[SpendLogEntry]]) -> UsageTotals:
+    requests = tokens = 0
+    spend = Decimal("0")
+    for chunk in chunks:
+        requests += len(chunk)
+        for entry in chunk:
+            tokens += entry.total_tokens
+            spend += entry.cost
+    return UsageTotals(requests=requests, total_tokens=tokens, spend=spend)
+
+
+def probe_health(client: NativeClient, key_count: Any) -> HealthReport:
+    """Readiness (no auth) for reachability and latency, then models and key count (needs the master key)."""
+    latency_ms: float | None = None
+    model_count: int | None = None
+    keys: int | None = None
+    error: str | None = None
+    try:
+        started = time.perf_counter()
+        client.readiness()
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        model_count = len(client.list_models())
+        keys = key_count()
+    except LiteLLMError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    return HealthReport(
+        flavour=client.flavour,
+        base_url=client.base_url,
+        reachable=latency_ms is not None,
+        latency_ms=latency_ms,
+        model_count=model_count,
+        key_count=keys,
+        breaker_state=client.transport.breaker.state,
+        error=error,
+    )

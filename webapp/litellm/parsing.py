@@ -1,0 +1,226 @@
+"""Mapping LiteLLM JSON into our dataclasses. Per-row functions stay lean: a bulk import maps millions."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from webapp.litellm.errors import LiteLLMMalformedResponse
+from webapp.litellm.types import ModelInfo, SpendLogEntry, VirtualKey
+
+MASTER_KEY_MARK = "litellm_proxy_master_key"
+
+CALL_TYPE_ENDPOINTS: dict[str, str] = {
+    "acompletion": "/v1/chat/completions",
+    "completion": "/v1/chat/completions",
+    "atext_completion": "/v1/completions",
+    "text_completion": "/v1/completions",
+    "aembedding": "/v1/embeddings",
+    "embedding": "/v1/embeddings",
+    "aimage_generation": "/v1/images/generations",
+    "image_generation": "/v1/images/generations",
+    "atranscription": "/v1/audio/transcriptions",
+    "aspeech": "/v1/audio/speech",
+    "amoderation": "/v1/moderations",
+    "arerank": "/v1/rerank",
+    "aresponses": "/v1/responses",
+    "anthropic_messages": "/v1/messages",
+}
+
+
+def to_token(identifier: str) -> str:
+    """LiteLLM's rule (`hash_token_if_needed`): an `sk-` secret becomes its sha256 hex; anything else is
+    already a token."""
+    if identifier.startswith("sk-"):
+        return hashlib.sha256(identifier.encode()).hexdigest()
+    return identifier
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """Accepts `...Z`, `...+00:00`, 3- or 6-digit fractions and a space separator; naive means UTC."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise LiteLLMMalformedResponse(f"unparseable LiteLLM timestamp {value!r}") from exc
+    else:
+        raise LiteLLMMalformedResponse(f"LiteLLM timestamp is not a string: {value!r}")
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    if parsed.tzinfo is not UTC:
+        return parsed.astimezone(UTC)
+    return parsed
+
+
+def optional_timestamp(value: Any) -> datetime | None:
+    return parse_timestamp(value) if value else None
+
+
+def money(value: Any) -> Decimal:
+    if value is None:
+        return Decimal("0")
+    return Decimal(str(value))
+
+
+def optional_money(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def key_token_or_none(api_key: Any) -> str | None:
+    if not api_key or api_key == MASTER_KEY_MARK:
+        return None
+    return to_token(api_key)
+
+
+def endpoint_for_call_type(call_type: str | None) -> str:
+    if not call_type:
+        return ""
+    return CALL_TYPE_ENDPOINTS.get(call_type, call_type)
+
+
+def _failure_status(metadata: Any) -> int:
+    info = metadata.get("error_information") if isinstance(metadata, dict) else None
+    code = info.get("error_code") if isinstance(info, dict) else None
+    try:
+        return int(code) if code else 500
+    except (TypeError, ValueError):
+        return 500
+
+
+def native_spend_row(row: Mapping[str, Any]) -> SpendLogEntry:
+    """A `/spend/logs/v2` row. `model` is the model group the client asked for (what plans allow);
+    the provider model stays in metadata."""
+    try:
+        started = parse_timestamp(row["startTime"])
+        duration = row.get("request_duration_ms")
+        if duration is None and row.get("endTime"):
+            duration = round((parse_timestamp(row["endTime"]) - started).total_seconds() * 1000)
+        metadata = row.get("metadata")
+        failed = row.get("status") == "failure"
+        return SpendLogEntry(
+            request_id=row["request_id"],
+            litellm_key_id=key_token_or_none(row.get("api_key")),
+            occurred_at=started,
+            model=row.get("model_group") or row.get("model") or "",
+            endpoint=endpoint_for_call_type(row.get("call_type")),
+            prompt_tokens=row.get("prompt_tokens") or 0,
+            completion_tokens=row.get("completion_tokens") or 0,
+            total_tokens=row.get("total_tokens") or 0,
+            cost=Decimal(str(row.get("spend") or 0.0)),
+            response_time_ms=None if duration is None else int(duration),
+            status_code=_failure_status(metadata) if failed else 200,
+            metadata=_native_metadata(row, metadata),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise LiteLLMMalformedResponse(f"unexpected spend-log row shape: {exc!r}") from exc
+
+
+def _native_metadata(row: Mapping[str, Any], metadata: Any) -> dict[str, Any]:
+    extra: dict[str, Any] = {"litellm_model": row.get("model"), "user": row.get("user") or None}
+    if isinstance(metadata, dict):
+        extra["key_alias"] = metadata.get("user_api_key_alias")
+        if metadata.get("spend_logs_metadata"):
+            extra["spend_logs_metadata"] = metadata["spend_logs_metadata"]
+    if row.get("end_user"):
+        extra["end_user"] = row["end_user"]
+    if row.get("team_id"):
+        extra["team_id"] = row["team_id"]
+    return extra
+
+
+def v1_spend_row(row: Mapping[str, Any]) -> SpendLogEntry:
+    """A brief-flavour `/v1/logs` item; `response_time` is in seconds there."""
+    try:
+        response_time = row.get("response_time")
+        return SpendLogEntry(
+            request_id=str(row["id"]),
+            litellm_key_id=key_token_or_none(row.get("user_api_key")),
+            occurred_at=parse_timestamp(row["created_at"]),
+            model=row.get("model") or "",
+            endpoint=row.get("path") or "",
+            prompt_tokens=row.get("prompt_tokens") or 0,
+            completion_tokens=row.get("completion_tokens") or 0,
+            total_tokens=row.get("total_tokens") or 0,
+            cost=Decimal(str(row.get("spend") or 0.0)),
+            response_time_ms=None if response_time is None else round(float(response_time) * 1000),
+            status_code=int(row.get("status_code") or 200),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LiteLLMMalformedResponse(f"unexpected /v1/logs item shape: {exc!r}") from exc
+
+
+def key_status(row: Mapping[str, Any], expires_at: datetime | None) -> str:
+    status = row.get("status")
+    if isinstance(status, str) and status:
+        return status
+    if row.get("blocked"):
+        return "revoked"
+    if expires_at is not None and expires_at <= datetime.now(UTC):
+        return "expired"
+    return "active"
+
+
+def virtual_key(row: Mapping[str, Any], token: str | None = None) -> VirtualKey:
+    """A key row from /key/info (`info`), /key/list (full object), /key/update, /key/block|unblock."""
+    try:
+        resolved = token or row.get("token") or row.get("token_id")
+        if not resolved:
+            raise LiteLLMMalformedResponse("key row without a token")
+        expires_at = optional_timestamp(row.get("expires"))
+        return VirtualKey(
+            token=to_token(str(resolved)),
+            key_alias=row.get("key_alias"),
+            key_name=row.get("key_name"),
+            user_id=row.get("user_id"),
+            team_id=row.get("team_id"),
+            models=tuple(row.get("models") or ()),
+            metadata=dict(row.get("metadata") or {}),
+            created_at=optional_timestamp(row.get("created_at")),
+            expires_at=expires_at,
+            blocked=bool(row.get("blocked")),
+            status=key_status(row, expires_at),
+            spend=money(row.get("spend")),
+            max_budget=optional_money(row.get("max_budget")),
+            rpm_limit=row.get("rpm_limit"),
+            tpm_limit=row.get("tpm_limit"),
+        )
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise LiteLLMMalformedResponse(f"unexpected key row shape: {exc!r}") from exc
+
+
+def v1_virtual_key(item: Mapping[str, Any]) -> VirtualKey:
+    """A brief-flavour `/v1/key/list` item: `{key_id, token, metadata{user_id, user_email}, created_at}`."""
+    identifier = item.get("token") or item.get("key_id")
+    if not isinstance(identifier, str) or not identifier:
+        raise LiteLLMMalformedResponse("/v1/key/list item without token or key_id")
+    metadata = dict(item.get("metadata") or {})
+    return VirtualKey(
+        token=to_token(identifier),
+        user_id=metadata.get("user_id"),
+        metadata=metadata,
+        created_at=optional_timestamp(item.get("created_at")),
+    )
+
+
+def models_from(payload: Any) -> list[ModelInfo]:
+    data = payload.get("data") if isinstance(payload, dict) else None
+    if not isinstance(data, list):
+        raise LiteLLMMalformedResponse("/v1/models answered without a data list")
+    return [ModelInfo(id=str(item["id"]), owned_by=item.get("owned_by")) for item in data]
+
+
+def require_dict(payload: Any, what: str) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise LiteLLMMalformedResponse(f"{what}: expected a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def require_list(payload: Any, what: str) -> list[Any]:
+    if not isinstance(payload, list):
+        raise LiteLLMMalformedResponse(f"{what}: expected a JSON array, got {type(payload).__name__}")
+    return payload

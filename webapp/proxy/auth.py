@@ -1,0 +1,136 @@
+"""Bearer key -> key context, cached in-process.
+
+Revocation within a second: every cached entry (hit or miss) lives at most PROXY_KEY_CACHE_TTL seconds
+(1 s by default), so a hot key costs one indexed query per second per worker, and a revoked, expired or
+suspended key is refused at most that long after the change. Expiry itself is checked on every request.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.orm import joinedload
+
+from webapp.extensions import db
+from webapp.models import ApiKey, Tenant
+from webapp.proxy import errors
+from webapp.security import API_KEY_PREFIX, decrypt_secret, hash_secret
+
+MAX_CACHED_KEYS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class KeyContext:
+    """What a request needs to know about its key, detached from any database session."""
+
+    api_key_id: int
+    tenant_id: int
+    litellm_key_id: str | None
+    virtual_key: str = field(repr=False)
+    tenant_active: bool
+    revoked_at: datetime | None
+    expires_at: datetime | None
+    plan_models: tuple[str, ...]
+    key_models: tuple[str, ...]
+    key_rpm: int | None
+    key_tpm: int | None
+    plan_rpm: int | None
+    plan_tpm: int | None
+    monthly_budget: Decimal | None
+
+    def allows_model(self, model: str) -> bool:
+        return all(not allowed or model in allowed for allowed in (self.plan_models, self.key_models))
+
+    def check_usable(self, now: datetime) -> None:
+        if self.revoked_at is not None and self.revoked_at <= now:
+            raise errors.revoked_key()
+        if self.expires_at is not None and self.expires_at <= now:
+            raise errors.expired_key()
+        if not self.tenant_active:
+            raise errors.tenant_suspended()
+
+
+def bearer_secret(authorization: str | None) -> str:
+    scheme, _, secret = (authorization or "").partition(" ")
+    secret = secret.strip()
+    if scheme.lower() != "bearer" or not secret:
+        raise errors.missing_key()
+    if not secret.startswith(API_KEY_PREFIX):
+        raise errors.invalid_key()
+    return secret
+
+
+def load_key_context(secret_hash: str) -> KeyContext | None:
+    statement = (
+        sa.select(ApiKey)
+        .options(joinedload(ApiKey.tenant).joinedload(Tenant.plan))
+        .where(ApiKey.secret_hash == secret_hash)
+    )
+    api_key = db.session.scalar(statement)
+    if api_key is None or not api_key.litellm_key_encrypted:
+        return None
+    return _context_from(api_key)
+
+
+def _context_from(api_key: ApiKey) -> KeyContext:
+    tenant = api_key.tenant
+    plan = tenant.plan
+    return KeyContext(
+        api_key_id=api_key.id,
+        tenant_id=tenant.id,
+        litellm_key_id=api_key.litellm_key_id,
+        virtual_key=decrypt_secret(api_key.litellm_key_encrypted or ""),
+        tenant_active=tenant.is_active,
+        revoked_at=api_key.revoked_at,
+        expires_at=api_key.expires_at,
+        plan_models=tuple(plan.allowed_models or ()) if plan else (),
+        key_models=tuple(api_key.allowed_models or ()),
+        key_rpm=api_key.rpm_limit,
+        key_tpm=api_key.tpm_limit,
+        plan_rpm=plan.rpm_limit if plan else None,
+        plan_tpm=plan.tpm_limit if plan else None,
+        monthly_budget=plan.monthly_budget if plan else None,
+    )
+
+
+class KeyCache:
+    """secret hash -> (deadline, context or None for an unknown key)."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, KeyContext | None]] = {}
+
+    def get_or_load(self, secret_hash: str, loader: Callable[[str], KeyContext | None]) -> KeyContext | None:
+        entry = self._entries.get(secret_hash)
+        if entry is not None and entry[0] > self._clock():
+            return entry[1]
+        context = loader(secret_hash)
+        with self._lock:
+            if len(self._entries) >= MAX_CACHED_KEYS:
+                self._entries.clear()
+            self._entries[secret_hash] = (self._clock() + self.ttl, context)
+        return context
+
+    def invalidate(self, secret_hash: str | None = None) -> None:
+        with self._lock:
+            if secret_hash is None:
+                self._entries.clear()
+            else:
+                self._entries.pop(secret_hash, None)
+
+
+def authenticate(cache: KeyCache, authorization: str | None, now: datetime) -> KeyContext:
+    secret = bearer_secret(authorization)
+    context = cache.get_or_load(hash_secret(secret), load_key_context)
+    if context is None:
+        raise errors.invalid_key()
+    context.check_usable(now)
+    return context

@@ -1,0 +1,1 @@
+"""Tenants, plans and tenant users."""

@@ -1,0 +1,1 @@
+"""Usage: recording (exactly once), rollups, attribution and totals."""

@@ -1,0 +1,194 @@
+"""The one way usage rows are written: insert-if-new on `request_id`, rollups updated for what was new.
+
+The proxy and the sync both call `record_usage`, so a request seen by both is counted once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from webapp.extensions import db
+from webapp.models import LATENCY_BUCKET_BOUNDS_MS, UsageLog, UsageRollup, UsageSource
+
+GRANULARITIES = ("hour", "day")
+LATENCY_COLUMNS = tuple(f"latency_b{index}" for index in range(len(LATENCY_BUCKET_BOUNDS_MS)))
+ROLLUP_KEY = ("granularity", "bucket_start", "tenant_id", "api_key_id", "model")
+ROLLUP_SUMS = (
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost",
+    "latency_ms_sum",
+    "latency_count",
+    *LATENCY_COLUMNS,
+)
+INSERT_CHUNK = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    request_id: str
+    source: UsageSource
+    occurred_at: datetime
+    litellm_key_id: str | None = None
+    tenant_id: int | None = None
+    api_key_id: int | None = None
+    model: str = ""
+    endpoint: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost: Decimal = Decimal("0")
+    response_time_ms: int | None = None
+    status_code: int = 200
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    inserted: int
+    duplicates: int
+
+
+def record_usage(records: Sequence[UsageRecord]) -> RecordResult:
+    """Insert the records not yet stored and add them to the rollups. Flushes; the caller commits."""
+    inserted: list[dict[str, Any]] = []
+    for start in range(0, len(records), INSERT_CHUNK):
+        inserted.extend(_insert_new(records[start : start + INSERT_CHUNK]))
+    add_to_rollups(inserted, sign=1)
+    return RecordResult(inserted=len(inserted), duplicates=len(records) - len(inserted))
+
+
+def _dialect_insert(table: sa.Table) -> Any:
+    dialect = db.session.get_bind().dialect.name
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+
+
+def _row_values(record: UsageRecord) -> dict[str, Any]:
+    return {
+        "request_id": record.request_id,
+        "tenant_id": record.tenant_id,
+        "api_key_id": record.api_key_id,
+        "source": record.source,
+        "litellm_key_id": record.litellm_key_id,
+        "occurred_at": record.occurred_at,
+        "model": record.model,
+        "endpoint": record.endpoint,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "total_tokens": record.total_tokens,
+        "cost": record.cost,
+        "response_time_ms": record.response_time_ms,
+        "status_code": record.status_code,
+        "extra": record.metadata,
+    }
+
+
+def _insert_new(records: Sequence[UsageRecord]) -> list[dict[str, Any]]:
+    if not records:
+        return []
+    unique_records = list({record.request_id: record for record in records}.values())
+    table = UsageLog.__table__
+    statement = (
+        _dialect_insert(table)
+        .values([_row_values(record) for record in unique_records])
+        .on_conflict_do_nothing(index_elements=["request_id"])
+        .returning(table.c.request_id)
+    )
+    stored_ids = set(db.session.execute(statement).scalars())
+    return [_rollup_source(record) for record in unique_records if record.request_id in stored_ids]
+
+
+def _rollup_source(record: UsageRecord) -> dict[str, Any]:
+    return {
+        "occurred_at": record.occurred_at,
+        "tenant_id": record.tenant_id,
+        "api_key_id": record.api_key_id,
+        "model": record.model,
+        "status_code": record.status_code,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "total_tokens": record.total_tokens,
+        "cost": record.cost,
+        "response_time_ms": record.response_time_ms,
+    }
+
+
+def bucket_start(moment: datetime, granularity: str) -> datetime:
+    hour = moment.replace(minute=0, second=0, microsecond=0)
+    return hour if granularity == "hour" else hour.replace(hour=0)
+
+
+def latency_bucket(latency_ms: int) -> int:
+    for index, bound in enumerate(LATENCY_BUCKET_BOUNDS_MS):
+        if bound is None or latency_ms <= bound:
+            return index
+    return len(LATENCY_BUCKET_BOUNDS_MS) - 1
+
+
+def _empty_sums() -> dict[str, Any]:
+    sums: dict[str, Any] = dict.fromkeys(ROLLUP_SUMS, 0)
+    sums["cost"] = Decimal("0")
+    return sums
+
+
+def _accumulate(sums: dict[str, Any], row: dict[str, Any], sign: int) -> None:
+    count = int(row.get("count", 1))
+    sums["requests"] += sign * count
+    sums["errors"] += sign * int(row.get("error_count", 1 if row["status_code"] >= 400 else 0))
+    for column in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        sums[column] += sign * int(row[column] or 0)
+    sums["cost"] += sign * Decimal(row["cost"] or 0)
+    if "latency_hist" in row:
+        sums["latency_ms_sum"] += sign * int(row["latency_ms_sum"])
+        sums["latency_count"] += sign * int(row["latency_count"])
+        for index, bucket_count in enumerate(row["latency_hist"]):
+            sums[LATENCY_COLUMNS[index]] += sign * bucket_count
+    elif row["response_time_ms"] is not None:
+        sums["latency_ms_sum"] += sign * int(row["response_time_ms"])
+        sums["latency_count"] += sign
+        sums[LATENCY_COLUMNS[latency_bucket(int(row["response_time_ms"]))]] += sign
+
+
+def aggregate_rollups(rows: Iterable[dict[str, Any]], sign: int = 1) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Group rows (single usage rows, or pre-aggregated hour groups) into hour and day buckets."""
+    buckets: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        for granularity in GRANULARITIES:
+            key = (
+                granularity,
+                bucket_start(row["occurred_at"], granularity),
+                row["tenant_id"] or 0,
+                row["api_key_id"] or 0,
+                row["model"] or "",
+            )
+            sums = buckets.get(key)
+            if sums is None:
+                sums = buckets[key] = _empty_sums()
+            _accumulate(sums, row, sign)
+    return buckets
+
+
+def add_to_rollups(rows: Iterable[dict[str, Any]], sign: int = 1) -> None:
+    """Upsert bucket sums (sign -1 subtracts). Sorted so concurrent writers lock rows in one order."""
+    buckets = aggregate_rollups(rows, sign)
+    if not buckets:
+        return
+    table = UsageRollup.__table__
+    values = [dict(zip(ROLLUP_KEY, key, strict=True)) | sums for key, sums in sorted(buckets.items())]
+    for start in range(0, len(values), INSERT_CHUNK):
+        statement = _dialect_insert(table).values(values[start : start + INSERT_CHUNK])
+        statement = statement.on_conflict_do_update(
+            index_elements=list(ROLLUP_KEY),
+            set_={column: table.c[column] + statement.excluded[column] for column in ROLLUP_SUMS},
+        )
+        db.session.execute(statement)
