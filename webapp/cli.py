@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import sqlalchemy as sa
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from webapp.extensions import db
 
@@ -13,6 +13,7 @@ litellm_cli = AppGroup("litellm", help="Talk to LiteLLM: simulator, status, keys
 
 
 @click.command("create-admin")
+@with_appcontext
 @click.argument("email")
 @click.option("--password", required=True, help="Password for the staff admin.")
 @click.option("--token", "with_token", is_flag=True, help="Also issue a personal API token, printed once.")
@@ -35,6 +36,7 @@ def create_admin(email: str, password: str, with_token: bool) -> None:
 
 
 @click.command("seed-demo")
+@with_appcontext
 def seed_demo() -> None:
     """Seed demo plans, tenants and users (idempotent)."""
     from webapp.demo import seed_demo_data

@@ -13,10 +13,22 @@ from webapp.models import Plan, Tenant, User, UserRole
 DEMO_PASSWORD = "demo-password-123"
 STAFF_EMAIL = "staff@a1saas.test"
 DEMO_PLANS = (
-    {"name": "Starter", "rpm_limit": 60, "tpm_limit": 100_000, "monthly_budget": Decimal("25"),
-     "allowed_models": ["gpt-4o-mini"], "markup_percent": Decimal("20")},
-    {"name": "Pro", "rpm_limit": 600, "tpm_limit": 1_000_000, "monthly_budget": Decimal("500"),
-     "allowed_models": [], "markup_percent": Decimal("15")},
+    {
+        "name": "Starter",
+        "rpm_limit": 60,
+        "tpm_limit": 100_000,
+        "monthly_budget": Decimal("25"),
+        "allowed_models": ["gpt-4o-mini"],
+        "markup_percent": Decimal("20"),
+    },
+    {
+        "name": "Pro",
+        "rpm_limit": 600,
+        "tpm_limit": 1_000_000,
+        "monthly_budget": Decimal("500"),
+        "allowed_models": [],
+        "markup_percent": Decimal("15"),
+    },
 )
 DEMO_TENANTS = (
     {"name": "Acme Corp", "slug": "acme", "plan": "Pro", "admin": "admin@acme.test"},

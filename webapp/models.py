@@ -9,15 +9,16 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask_login import UserMixin
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from webapp.extensions import db
+from webapp.extensions import Base
 
 MONEY = sa.Numeric(20, 10)
 LATENCY_BUCKET_BOUNDS_MS = (100, 250, 500, 1000, 2500, 5000, 10000, None)  # None: above the last bound
-JSON_DOC = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
+JSON_DOC = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
 def utcnow() -> datetime:
@@ -35,7 +36,9 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetimes are not stored; pass an aware UTC datetime")
-        return value.astimezone(UTC) if dialect.name != "sqlite" else value.astimezone(UTC).replace(tzinfo=None)
+        return (
+            value.astimezone(UTC) if dialect.name != "sqlite" else value.astimezone(UTC).replace(tzinfo=None)
+        )
 
     def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
         if value is None:
@@ -43,28 +46,28 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class TenantStatus(str, enum.Enum):
+class TenantStatus(enum.StrEnum):
     ACTIVE = "active"
     SUSPENDED = "suspended"
 
 
-class UserRole(str, enum.Enum):
+class UserRole(enum.StrEnum):
     STAFF = "staff"
     ADMIN = "admin"
     MEMBER = "member"
 
 
-class UsageSource(str, enum.Enum):
+class UsageSource(enum.StrEnum):
     PROXY = "proxy"
     SYNC = "sync"
 
 
-class SyncKind(str, enum.Enum):
+class SyncKind(enum.StrEnum):
     BULK = "bulk"
     INCREMENTAL = "incremental"
 
 
-class SyncStatus(str, enum.Enum):
+class SyncStatus(enum.StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -80,7 +83,7 @@ def _enum_column(enum_cls: type[enum.Enum], length: int = 16) -> sa.Enum:
     )
 
 
-class Plan(db.Model):
+class Plan(Base):
     __tablename__ = "plans"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -96,7 +99,7 @@ class Plan(db.Model):
         return not self.allowed_models or model in self.allowed_models
 
 
-class Tenant(db.Model):
+class Tenant(Base):
     __tablename__ = "tenants"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -114,7 +117,7 @@ class Tenant(db.Model):
         return self.status == TenantStatus.ACTIVE
 
 
-class User(UserMixin, db.Model):
+class User(UserMixin, Base):
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -154,7 +157,7 @@ class User(UserMixin, db.Model):
         return self.active
 
 
-class PersonalToken(db.Model):
+class PersonalToken(Base):
     """Personal API token for the REST API; only its sha256 is stored."""
 
     __tablename__ = "personal_tokens"
@@ -171,7 +174,7 @@ class PersonalToken(db.Model):
     user: Mapped[User] = relationship()
 
 
-class ApiKey(db.Model):
+class ApiKey(Base):
     """A tenant's key for our /v1 proxy; behind it stands one LiteLLM virtual key."""
 
     __tablename__ = "api_keys"
@@ -208,7 +211,7 @@ class ApiKey(db.Model):
         return self.status_at(utcnow())
 
 
-class LiteLLMKey(db.Model):
+class LiteLLMKey(Base):
     """Every LiteLLM virtual-key token we know of, ours or imported, and whom its usage belongs to.
 
     Rotation gives a key a new token while old spend rows keep the old one, so tokens live here
@@ -233,7 +236,7 @@ class LiteLLMKey(db.Model):
     tenant: Mapped[Tenant | None] = relationship()
 
 
-class UsageLog(db.Model):
+class UsageLog(Base):
     __tablename__ = "usage_logs"
 
     id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True)
@@ -262,7 +265,7 @@ class UsageLog(db.Model):
     )
 
 
-class UsageRollup(db.Model):
+class UsageRollup(Base):
     """Pre-aggregated usage per hour and per day; 0 stands for 'no tenant/key' so the bucket key is unique."""
 
     __tablename__ = "usage_rollups"
@@ -299,7 +302,7 @@ class UsageRollup(db.Model):
     )
 
 
-class SyncRun(db.Model):
+class SyncRun(Base):
     __tablename__ = "sync_runs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -338,7 +341,7 @@ class SyncRun(db.Model):
         return max(0.0, min(1.0, (self.cursor - self.window_start).total_seconds() / span))
 
 
-class AuditLog(db.Model):
+class AuditLog(Base):
     __tablename__ = "audit_logs"
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -87,5 +87,3 @@ def list_users(tenant_id: int) -> Response:
 def create_user(tenant_id: int) -> tuple[Response, int]:
     user = service.create_tenant_user(_tenant_or_404(tenant_id), parse_body(UserCreate), api_user())
     return _created(user_json(user))
-
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from flask import request
@@ -20,8 +21,9 @@ def parse_body(schema: type[Schema]) -> Schema:
     return schema.model_validate(body)
 
 
-def money(value: object) -> str | None:
-    return None if value is None else format(value, "f")
+def money(value: Decimal | None) -> str | None:
+    """Decimal string without float rounding or trailing zeros ("50.25", "0.0001234")."""
+    return None if value is None else format(value.normalize(), "f")
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:

@@ -143,7 +143,9 @@ class SpendLogWalk:
         if len(seen) < expected:
             log.warning(
                 "LiteLLM spend logs: %d of %d rows read in the dense second %s",
-                len(seen), expected, second.isoformat(),
+                len(seen),
+                expected,
+                second.isoformat(),
             )
         rows = sorted(
             (entry for entry in seen.values() if cursor <= entry.occurred_at < upper),

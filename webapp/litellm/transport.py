@@ -66,9 +66,7 @@ class CircuitBreaker:
     """Closed -> open after `threshold` consecutive failures; after `cooldown` one probe call is let
     through (half-open): its success closes the breaker, its failure re-opens it for another cooldown."""
 
-    def __init__(
-        self, threshold: int, cooldown: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, threshold: int, cooldown: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.threshold = max(1, threshold)
         self.cooldown = cooldown
         self._clock = clock
@@ -266,9 +264,7 @@ class Transport:
         except orjson.JSONDecodeError:
             return None
 
-    def _error_for(
-        self, method: str, path: str, response: requests.Response, payload: Any
-    ) -> LiteLLMError:
+    def _error_for(self, method: str, path: str, response: requests.Response, payload: Any) -> LiteLLMError:
         status = response.status_code
         fallback = response.text[:200] or response.reason or ""
         message = self.redact(f"LiteLLM {method} {path} -> {status}: {error_message(payload, fallback)}")

@@ -87,7 +87,9 @@ class ReserveDecision:
 class CounterStore(Protocol):
     def acquire(self, buckets: Sequence[Bucket], ttl: int) -> RateDecision: ...
     def add(self, adjustments: Sequence[tuple[str, int]], ttl: int) -> None: ...
-    def reserve(self, spent_key: str, reservations_key: str, budget: int, member: str, deadline: float) -> ReserveDecision: ...
+    def reserve(
+        self, spent_key: str, reservations_key: str, budget: int, member: str, deadline: float
+    ) -> ReserveDecision: ...
     def settle(self, spent_key: str, reservations_key: str, member: str, actual: int) -> None: ...
     def set_spent(self, spent_key: str, spent: int, ttl: int) -> None: ...
 
@@ -97,9 +99,10 @@ def member_amount(member: str) -> int:
 
 
 class RedisCounters:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, prefix: str = KEY_PREFIX) -> None:
         import redis
 
+        self.prefix = prefix
         self._client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._rate = self._client.register_script(RATE_SCRIPT)
         self._reserve = self._client.register_script(RESERVE_SCRIPT)
@@ -109,30 +112,34 @@ class RedisCounters:
         args: list[Any] = [ttl]
         for bucket in buckets:
             args.extend((bucket.limit, bucket.cost))
-        result = self._rate(keys=[KEY_PREFIX + b.key for b in buckets], args=args)
+        result = self._rate(keys=[self.prefix + b.key for b in buckets], args=args)
         denied = int(result[1])
-        return RateDecision(bool(result[0]), denied - 1 if denied else None, tuple(int(v) for v in result[2:]))
+        return RateDecision(
+            bool(result[0]), denied - 1 if denied else None, tuple(int(v) for v in result[2:])
+        )
 
     def add(self, adjustments: Sequence[tuple[str, int]], ttl: int) -> None:
         pipeline = self._client.pipeline(transaction=False)
         for key, delta in adjustments:
-            pipeline.incrby(KEY_PREFIX + key, delta)
-            pipeline.expire(KEY_PREFIX + key, ttl)
+            pipeline.incrby(self.prefix + key, delta)
+            pipeline.expire(self.prefix + key, ttl)
         pipeline.execute()
 
-    def reserve(self, spent_key: str, reservations_key: str, budget: int, member: str, deadline: float) -> ReserveDecision:
+    def reserve(
+        self, spent_key: str, reservations_key: str, budget: int, member: str, deadline: float
+    ) -> ReserveDecision:
         reservation_id, amount = member.rsplit(":", 1)
         result = self._reserve(
-            keys=[KEY_PREFIX + spent_key, KEY_PREFIX + reservations_key],
+            keys=[self.prefix + spent_key, self.prefix + reservations_key],
             args=[budget, reservation_id, amount, deadline, time.time()],
         )
         return ReserveDecision(int(result[0]), int(result[1]), int(result[2]))
 
     def settle(self, spent_key: str, reservations_key: str, member: str, actual: int) -> None:
-        self._settle(keys=[KEY_PREFIX + spent_key, KEY_PREFIX + reservations_key], args=[member, actual])
+        self._settle(keys=[self.prefix + spent_key, self.prefix + reservations_key], args=[member, actual])
 
     def set_spent(self, spent_key: str, spent: int, ttl: int) -> None:
-        self._client.set(KEY_PREFIX + spent_key, spent, ex=ttl)
+        self._client.set(self.prefix + spent_key, spent, ex=ttl)
 
 
 class MemoryCounters:
@@ -169,7 +176,9 @@ class MemoryCounters:
             for key, delta in adjustments:
                 self._incr(key, delta, ttl)
 
-    def reserve(self, spent_key: str, reservations_key: str, budget: int, member: str, deadline: float) -> ReserveDecision:
+    def reserve(
+        self, spent_key: str, reservations_key: str, budget: int, member: str, deadline: float
+    ) -> ReserveDecision:
         with self._lock:
             spent = self._get(spent_key)
             if spent is None:

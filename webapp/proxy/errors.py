@@ -106,7 +106,7 @@ def budget_exhausted(headers: dict[str, str]) -> ProxyError:
 
 
 def upstream_unavailable() -> ProxyError:
-    return ProxyError(502, "The model service is unreachable. Try again shortly.", "api_error", "upstream_unavailable")
+    return ProxyError(502, "The model service is unreachable.", "api_error", "upstream_unavailable")
 
 
 def upstream_timeout() -> ProxyError:

@@ -6,9 +6,20 @@ import re
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+# Syntax only: operators use internal and reserved domains (.test, .internal) for their staff.
+EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _valid_email(value: str) -> str:
+    if not EMAIL_PATTERN.match(value):
+        raise ValueError("enter an email address like name@example.com")
+    return value.lower()
+
+
+Email = Annotated[str, Field(max_length=254), AfterValidator(_valid_email)]
 PositiveLimit = Annotated[int, Field(ge=1, le=10_000_000)]
 
 
@@ -47,7 +58,7 @@ class TenantUpdate(StrictModel):
 
 
 class UserCreate(StrictModel):
-    email: EmailStr
+    email: Email
     name: Annotated[str, Field(max_length=120)] = ""
     password: Annotated[str, Field(min_length=10, max_length=200)]
     role: Literal["admin", "member"] = "member"

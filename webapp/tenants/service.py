@@ -47,7 +47,9 @@ def create_tenant(data: TenantCreate, actor: User | None) -> Tenant:
     tenant = Tenant(name=data.name, slug=data.slug, plan=plan, settings=data.settings)
     db.session.add(tenant)
     db.session.flush()
-    record_audit(actor, "tenant.create", "tenant", tenant.id, tenant_id=tenant.id, details={"slug": tenant.slug})
+    record_audit(
+        actor, "tenant.create", "tenant", tenant.id, tenant_id=tenant.id, details={"slug": tenant.slug}
+    )
     return tenant
 
 

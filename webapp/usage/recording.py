@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -89,7 +89,7 @@ def _row_values(record: UsageRecord) -> dict[str, Any]:
         "cost": record.cost,
         "response_time_ms": record.response_time_ms,
         "status_code": record.status_code,
-        "extra": record.metadata,
+        "metadata": record.metadata,
     }
 
 
@@ -97,7 +97,7 @@ def _insert_new(records: Sequence[UsageRecord]) -> list[dict[str, Any]]:
     if not records:
         return []
     unique_records = list({record.request_id: record for record in records}.values())
-    table = UsageLog.__table__
+    table = cast(sa.Table, UsageLog.__table__)
     statement = (
         _dialect_insert(table)
         .values([_row_values(record) for record in unique_records])
@@ -183,7 +183,7 @@ def add_to_rollups(rows: Iterable[dict[str, Any]], sign: int = 1) -> None:
     buckets = aggregate_rollups(rows, sign)
     if not buckets:
         return
-    table = UsageRollup.__table__
+    table = cast(sa.Table, UsageRollup.__table__)
     values = [dict(zip(ROLLUP_KEY, key, strict=True)) | sums for key, sums in sorted(buckets.items())]
     for start in range(0, len(values), INSERT_CHUNK):
         statement = _dialect_insert(table).values(values[start : start + INSERT_CHUNK])

@@ -1,0 +1,33 @@
+"""Production serving: `gunicorn` (this file is read from the working directory).
+
+gevent workers hold thousands of idle streams each; the gevent worker monkey-patches before it imports
+the app. `timeout` is the worker heartbeat (streams don't block it), `graceful_timeout` lets running
+streams finish on reload.
+"""
+
+import os
+
+wsgi_app = os.environ.get("GUNICORN_APP", "webapp:create_app()")
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gevent"
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+backlog = 2048
+timeout = 30
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "630"))
+keepalive = 75
+accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+
+
+def post_worker_init(worker):  # type: ignore[no-untyped-def]
+    from webapp.proxy.serving import make_psycopg_cooperative
+
+    make_psycopg_cooperative()
+
+
+def worker_exit(server, worker):  # type: ignore[no-untyped-def]
+    from webapp.proxy.serving import flush_usage
+
+    flush_usage(getattr(worker, "wsgi", None))

@@ -1,0 +1,155 @@
+"""Usage rows written off the request path: a per-worker queue drained by one background writer.
+
+The answer never waits for the database. Each batch goes through `record_usage` (insert-if-new on
+request_id) and is committed; only then are budget reservations settled and token estimates corrected,
+so a crash loses at most the queue, never a charge recorded twice. A failing database is retried with
+backoff until it recovers; on shutdown the queue is flushed (gunicorn `worker_exit`, atexit).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from flask import Flask
+from sqlalchemy.exc import OperationalError
+
+from webapp.extensions import db
+from webapp.models import ApiKey
+from webapp.usage.recording import UsageRecord, record_usage
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_SECONDS = 30.0
+MAX_REJECTIONS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class PendingUsage:
+    record: UsageRecord
+    after_commit: Callable[[], None] | None = None
+
+
+class UsageWriter:
+    def __init__(self, app: Flask, batch_size: int, retry_seconds: float, last_used_resolution: int) -> None:
+        self.app = app
+        self.batch_size = batch_size
+        self.retry_seconds = retry_seconds
+        self.last_used_resolution = timedelta(seconds=last_used_resolution)
+        self._queue: queue.Queue[PendingUsage] = queue.Queue()
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._last_used_written: dict[int, datetime] = {}
+        self._closing = False
+
+    def submit(self, item: PendingUsage) -> None:
+        self._ensure_started()
+        self._queue.put_nowait(item)
+
+    def _ensure_started(self) -> None:
+        if self._thread is not None:
+            return
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="proxy-usage-writer", daemon=True)
+                self._thread.start()
+                atexit.register(self.flush, 10.0)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything submitted so far is committed; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            try:
+                self._write_until_stored(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    def _next_batch(self) -> list[PendingUsage]:
+        batch = [self._queue.get()]
+        while len(batch) < self.batch_size:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _write_until_stored(self, batch: Sequence[PendingUsage]) -> None:
+        self._store(batch)
+        for item in batch:
+            self._after_commit(item)
+
+    def _store(self, batch: Sequence[PendingUsage]) -> None:
+        """Retry while the database is unreachable; isolate a record the database keeps rejecting."""
+        delay, rejections = self.retry_seconds, 0
+        while True:
+            try:
+                self._write(batch)
+                return
+            except OperationalError:
+                log.exception("database unreachable; %d usage records wait %.1fs", len(batch), delay)
+            except Exception:
+                rejections += 1
+                if len(batch) > 1:
+                    for item in batch:
+                        self._store([item])
+                    return
+                if rejections >= MAX_REJECTIONS:
+                    log.error("usage record rejected, kept only in this log: %r", batch[0].record)
+                    return
+                log.exception("usage record %s rejected; retrying", batch[0].record.request_id)
+            time.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_SECONDS)
+
+    def _write(self, batch: Sequence[PendingUsage]) -> None:
+        with self.app.app_context():
+            try:
+                record_usage([item.record for item in batch])
+                self._touch_last_used(batch)
+                db.session.commit()
+            except Exception:
+                db.session.rollback()
+                raise
+
+    @staticmethod
+    def _after_commit(item: PendingUsage) -> None:
+        if item.after_commit is None:
+            return
+        try:
+            item.after_commit()
+        except Exception:
+            log.exception("settling usage %s failed", item.record.request_id)
+
+    def _touch_last_used(self, batch: Sequence[PendingUsage]) -> None:
+        """At most one UPDATE per key per resolution window instead of a write per request."""
+        latest: dict[int, datetime] = {}
+        for item in batch:
+            key_id = item.record.api_key_id
+            if key_id is not None:
+                latest[key_id] = max(latest.get(key_id, item.record.occurred_at), item.record.occurred_at)
+        for key_id, moment in latest.items():
+            written = self._last_used_written.get(key_id)
+            if written is not None and moment - written < self.last_used_resolution:
+                continue
+            db.session.execute(
+                sa.update(ApiKey)
+                .where(ApiKey.id == key_id)
+                .where(sa.or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < moment))
+                .values(last_used_at=moment)
+            )
+            self._last_used_written[key_id] = moment
