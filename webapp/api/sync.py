@@ -56,11 +56,7 @@ def sync_run_json(run: SyncRun) -> dict[str, Any]:
 @staff_token_required
 def list_sync_runs() -> Response:
     query = SyncRunsQuery.model_validate(request.args.to_dict())
-    statement = runs_latest_first()
-    if query.kind is not None:
-        statement = statement.where(SyncRun.kind == query.kind)
-    if query.status is not None:
-        statement = statement.where(SyncRun.status == query.status)
+    statement = runs_latest_first(query.kind, query.status)
     page = db.paginate(statement, page=query.page, per_page=query.per_page, error_out=False)
     state = sync_state()
     return jsonify(

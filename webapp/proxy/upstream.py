@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 
 import urllib3
 from urllib3.exceptions import HTTPError, ReadTimeoutError
-from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from webapp.proxy import errors
 
@@ -45,7 +44,7 @@ class Upstream:
                 preload_content=not stream,
                 redirect=False,
             )
-        except (ReadTimeoutError, Urllib3Timeout) as exc:
+        except ReadTimeoutError as exc:
             raise errors.upstream_timeout() from exc
         except HTTPError as exc:
             raise errors.upstream_unavailable() from exc

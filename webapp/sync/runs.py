@@ -71,19 +71,21 @@ def highest_cursor(kind: SyncKind) -> datetime | None:
     return db.session.scalar(sa.select(sa.func.max(SyncRun.cursor)).where(SyncRun.kind == kind))
 
 
-def runs_latest_first() -> sa.Select[tuple[SyncRun]]:
-    return sa.select(SyncRun).order_by(SyncRun.started_at.desc(), SyncRun.id.desc())
+def runs_latest_first(kind: SyncKind | None = None, status: SyncStatus | None = None) -> sa.Select[tuple[SyncRun]]:
+    statement = sa.select(SyncRun).order_by(SyncRun.started_at.desc(), SyncRun.id.desc())
+    if kind is not None:
+        statement = statement.where(SyncRun.kind == kind)
+    if status is not None:
+        statement = statement.where(SyncRun.status == status)
+    return statement
 
 
 def latest_run(kind: SyncKind | None = None) -> SyncRun | None:
-    statement = runs_latest_first()
-    if kind is not None:
-        statement = statement.where(SyncRun.kind == kind)
-    return db.session.scalar(statement.limit(1))
+    return db.session.scalar(runs_latest_first(kind).limit(1))
 
 
 def last_failed_run() -> SyncRun | None:
-    return db.session.scalar(runs_latest_first().where(SyncRun.status == SyncStatus.FAILED).limit(1))
+    return db.session.scalar(runs_latest_first(status=SyncStatus.FAILED).limit(1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +99,7 @@ class SyncState:
 
 def sync_state() -> SyncState:
     cursor = highest_cursor(SyncKind.INCREMENTAL) or highest_cursor(SyncKind.BULK)
-    running = db.session.scalar(runs_latest_first().where(SyncRun.status == SyncStatus.RUNNING).limit(1))
+    running = db.session.scalar(runs_latest_first(status=SyncStatus.RUNNING).limit(1))
     return SyncState(
         cursor=cursor,
         lag=None if cursor is None else utcnow() - cursor,

@@ -1,0 +1,63 @@
+"""Plotly figures built server-side as plain figure dicts (no per-trace validation: ~1 ms each)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import plotly.io as pio
+
+from webapp.usage.queries import GroupRow, SeriesPoint
+
+PALETTE = ("#3457d5", "#067647", "#b54708", "#7a2e9e", "#0e7490", "#b42318", "#4b5563", "#a16207")
+CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
+BASE_LAYOUT: dict[str, Any] = {
+    "height": 260,
+    "margin": {"l": 56, "r": 16, "t": 36, "b": 40},
+    "paper_bgcolor": "rgba(0,0,0,0)",
+    "plot_bgcolor": "rgba(0,0,0,0)",
+    "font": {"family": "system-ui, sans-serif", "size": 12, "color": "#1c2333"},
+    "xaxis": {"gridcolor": "#e3e6ee"},
+    "yaxis": {"gridcolor": "#e3e6ee", "rangemode": "tozero"},
+}
+
+
+def _html(figure: dict[str, Any], element_id: str) -> str:
+    return str(
+        pio.to_html(
+            figure,
+            include_plotlyjs=False,
+            full_html=False,
+            validate=False,
+            config=CONFIG,
+            div_id=element_id,
+            default_height=BASE_LAYOUT["height"],
+        )
+    )
+
+
+def series_chart(points: Sequence[SeriesPoint], metric: str, title: str, element_id: str) -> str:
+    x = [point.bucket.isoformat() for point in points]
+    y = [float(getattr(point.totals, metric)) for point in points]
+    trace = {"type": "bar", "x": x, "y": y, "marker": {"color": PALETTE[0]}, "name": title}
+    layout = BASE_LAYOUT | {"title": {"text": title, "x": 0, "font": {"size": 14}}}
+    return _html({"data": [trace], "layout": layout}, element_id)
+
+
+def breakdown_chart(rows: Sequence[GroupRow], title: str, element_id: str, limit: int = 8) -> str:
+    shown = list(rows[:limit])[::-1]
+    trace = {
+        "type": "bar",
+        "orientation": "h",
+        "x": [float(row.totals.cost) for row in shown],
+        "y": [row.label for row in shown],
+        "marker": {"color": [PALETTE[index % len(PALETTE)] for index in range(len(shown))]},
+        "hovertemplate": "%{y}: $%{x:.4f}<extra></extra>",
+    }
+    layout = BASE_LAYOUT | {
+        "title": {"text": title, "x": 0, "font": {"size": 14}},
+        "margin": {"l": 140, "r": 16, "t": 36, "b": 40},
+        "xaxis": {"gridcolor": "#e3e6ee", "title": {"text": "cost (USD)"}},
+        "yaxis": {"automargin": True},
+    }
+    return _html({"data": [trace], "layout": layout}, element_id)
