@@ -38,7 +38,7 @@ def _configure_logging(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    from webapp import litellm
+    from webapp import litellm, proxy
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.config.get("MIGRATIONS_DIR", _migrations_dir())))
@@ -47,6 +47,7 @@ def register_extensions(app: Flask) -> None:
     login_manager.login_message_category = "info"
     csrf.init_app(app)
     litellm.init_app(app)
+    proxy.init_app(app)
 
 
 def _migrations_dir() -> str:
@@ -70,7 +71,9 @@ def register_blueprints(app: Flask) -> None:
 
     for page_blueprint in (auth_bp, main_bp, keys_bp, sync_bp, dashboard_bp):
         app.register_blueprint(page_blueprint)
-    for api_blueprint in (admin_bp, tenant_bp):
+    from webapp.proxy import bp as proxy_bp
+
+    for api_blueprint in (admin_bp, tenant_bp, proxy_bp):
         csrf.exempt(api_blueprint)
         app.register_blueprint(api_blueprint)
 

@@ -61,6 +61,10 @@ class Config:
     SYNC_OVERLAP_MINUTES = _env_int("SYNC_OVERLAP_MINUTES", 15)
     SYNC_SETTLE_SECONDS = _env_int("SYNC_SETTLE_SECONDS", 60)
     KEY_ROTATION_GRACE_HOURS = _env_float("KEY_ROTATION_GRACE_HOURS", 24.0)
+    # Keys (issue 4): how often LiteLLM keys of revoked/expired keys are blocked, and the daily reconcile.
+    KEY_RETIRE_INTERVAL_MINUTES = _env_float("KEY_RETIRE_INTERVAL_MINUTES", 5.0)
+    KEY_RECONCILE_INTERVAL_HOURS = _env_float("KEY_RECONCILE_INTERVAL_HOURS", 24.0)
+    KEY_RECONCILE_FIX = _env_bool("KEY_RECONCILE_FIX", True)
 
     WTF_CSRF_TIME_LIMIT = None
     SESSION_COOKIE_HTTPONLY = True

@@ -16,4 +16,11 @@ class JobSpec:
 
 
 def scheduled_jobs(app: Flask) -> list[JobSpec]:
-    return []
+    from webapp.keys.reconcile import reconcile_keys_job, retire_keys_job
+    from webapp.sync.service import scheduled_sync
+
+    return [
+        JobSpec(func=scheduled_sync, interval={"minutes": float(app.config["SYNC_INTERVAL_MINUTES"])}),
+        JobSpec(func=retire_keys_job, interval={"minutes": float(app.config["KEY_RETIRE_INTERVAL_MINUTES"])}),
+        JobSpec(func=reconcile_keys_job, interval={"hours": float(app.config["KEY_RECONCILE_INTERVAL_HOURS"])}),
+    ]

@@ -21,3 +21,23 @@ def test_migrations_run_up_and_down_on_sqlite(tmp_path):
         db.session.remove()
         downgrade(revision="base")
         assert set(sa.inspect(db.engine).get_table_names()) <= {"alembic_version"}
+
+
+def test_usage_is_recorded_once_on_sqlite(tmp_path):
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from webapp.models import UsageRollup, UsageSource
+    from webapp.usage.recording import UsageRecord, record_usage
+
+    app = create_app(make_test_config(f"sqlite:///{tmp_path / 'embedded.db'}"))
+    record = UsageRecord(
+        request_id="chatcmpl-x", source=UsageSource.PROXY, occurred_at=datetime.now(UTC), cost=Decimal("0.5")
+    )
+    with app.app_context():
+        upgrade()
+        assert record_usage([record, record]).inserted == 1
+        assert record_usage([record]).inserted == 0
+        db.session.commit()
+        assert db.session.scalars(sa.select(UsageRollup.requests)).all() == [1, 1]
+        assert db.session.scalar(sa.select(UsageRollup.cost).limit(1)) == Decimal("0.5")

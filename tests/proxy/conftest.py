@@ -195,3 +195,16 @@ def now_utc() -> datetime:
     from webapp.models import utcnow
 
     return utcnow()
+
+
+@pytest.fixture(scope="session")
+def _served_scripted_proxy(_scripted_proxy_app: Flask) -> Iterator[str]:
+    served = ServedApp(_scripted_proxy_app)
+    yield served.base_url
+    served.stop()
+
+
+@pytest.fixture
+def proxy_url(proxy: ProxyEnv, _served_scripted_proxy: str) -> str:
+    """The scripted-upstream proxy over real HTTP."""
+    return _served_scripted_proxy

@@ -28,6 +28,7 @@ class StreamEvents:
 @dataclass
 class UpstreamState:
     chunk_delay: float = 0.0
+    complete_delay: float = 0.0
     chunks: int = 5
     requests: int = 0
     authorizations: list[str] = field(default_factory=list)
@@ -78,6 +79,7 @@ class ScriptedUpstream:
         return self._complete(body)
 
     def _complete(self, body: dict[str, Any]) -> Response:
+        time.sleep(self.state.complete_delay)
         payload = {
             "id": f"chatcmpl-{uuid.uuid4()}",
             "object": "chat.completion",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from flask.cli import with_appcontext
 
 from webapp.cli import litellm_cli
 from webapp.litellm.simulator.cli import simulate_command
@@ -28,19 +29,15 @@ def status_lines(report: HealthReport) -> list[str]:
 
 
 @click.command("status", help="Show LiteLLM reachability, latency, model and key counts, breaker state.")
+@with_appcontext
 def status_command() -> None:
-    from flask.cli import ScriptInfo
-
     from webapp.litellm import get_litellm
 
-    ctx = click.get_current_context()
-    script_info = ctx.ensure_object(ScriptInfo)
-    with script_info.load_app().app_context():
-        report = get_litellm().health()
+    report = get_litellm().health()
     for line in status_lines(report):
         click.echo(line)
     if not report.reachable:
-        ctx.exit(1)
+        raise click.exceptions.Exit(1)
 
 
 litellm_cli.add_command(simulate_command, "simulate")

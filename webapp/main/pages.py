@@ -1,21 +1,21 @@
-"""Landing pages per role; the dashboards replace their bodies."""
+"""Landing pages per role: the tenant dashboard and the staff console (see webapp/dashboard)."""
 
 from __future__ import annotations
 
-from flask import render_template
-from flask_login import current_user
+from flask import Response
 
 from webapp.auth.decorators import staff_required, tenant_user_required
+from webapp.dashboard import views as dashboards
 from webapp.main import bp
 
 
 @bp.route("/staff")
 @staff_required
-def staff_home() -> str:
-    return render_template("main/staff_home.html")
+def staff_home() -> Response:
+    return dashboards.staff_overview()
 
 
 @bp.route("/dashboard")
 @tenant_user_required
-def tenant_home() -> str:
-    return render_template("main/tenant_home.html", tenant=current_user.tenant)
+def tenant_home() -> Response:
+    return dashboards.tenant_dashboard()

@@ -1,0 +1,231 @@
+"""Dashboard pages. Each URL serves its full page and, for HTMX requests, the fragment named by HX-Target."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import plotly
+from flask import Response, abort, make_response, render_template, request, stream_with_context, url_for
+from flask_login import current_user
+from werkzeug.routing import BuildError
+
+from webapp.auth.decorators import staff_required, tenant_user_required
+from webapp.dashboard import bp, console, explorer, service
+from webapp.dashboard.params import DashboardParams, ExplorerParams, parse_params
+from webapp.extensions import db
+from webapp.models import Tenant, utcnow
+from webapp.usage import queries
+from webapp.usage.queries import ScopeError, UsageFilter
+
+POLL_SECONDS = 10
+PLOTLY_VERSION = plotly.__version__
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def htmx_target() -> str | None:
+    if request.headers.get("HX-Request") != "true" or request.headers.get("HX-History-Restore-Request"):
+        return None
+    return request.headers.get("HX-Target")
+
+
+def page_or_fragment(page: str, fragments: dict[str, str], status: int = 200, **context: Any) -> Response:
+    """The fragment asked for by an HTMX request, else the whole page (which includes the fragments)."""
+    template = fragments.get(htmx_target() or "", page)
+    response = make_response(render_template(template, poll_seconds=POLL_SECONDS, **context), status)
+    response.vary.add("HX-Request")
+    return response
+
+
+def link_to(endpoint: str, fallback: str, **values: Any) -> str:
+    """Links into pages other helpers own; the fallback is the URL they announced."""
+    try:
+        return url_for(endpoint, **values)
+    except BuildError:
+        return fallback
+
+
+def _usage_filter(params: DashboardParams, tenant_id: int | None, is_staff: bool) -> UsageFilter:
+    try:
+        return queries.filter_for_viewer(
+            tenant_id,
+            is_staff=is_staff,
+            tenant_id=tenant_id,
+            api_key_id=params.api_key_id,
+            model=params.model,
+        )
+    except ScopeError:
+        abort(404)
+
+
+def _dashboard(page: str, tenant: Tenant | None, base_url: str, staff_overview: bool = False) -> Response:
+    params, errors = parse_params(DashboardParams, request.args)
+    usage_filter = _usage_filter(params, tenant.id if tenant else None, is_staff=current_user.is_staff)
+    now = utcnow()
+    period = service.period_of(params, now)
+    target = htmx_target()
+    if target == "kpis":
+        data = service.kpis(usage_filter, period, now)
+    else:
+        data = service.full_dashboard(usage_filter, period, now, staff_overview)
+    options = _filter_options(usage_filter, period, tenant) if target is None else {}
+    return page_or_fragment(
+        page,
+        {"kpis": "dashboard/_kpis.html", "dash-main": "dashboard/_main.html"},
+        status=422 if errors else 200,
+        params=params,
+        errors=errors,
+        data=data,
+        tenant=tenant,
+        base_url=base_url,
+        query_args=params.query_args(),
+        staff_overview=staff_overview,
+        tenant_link=tenant_link,
+        keys_url=link_to("keys.index", "/keys"),
+        explorer_url=url_for("dashboard.staff_explorer" if current_user.is_staff else "dashboard.explorer"),
+        **options,
+    )
+
+
+def _filter_options(usage_filter: UsageFilter, period: queries.Period, tenant: Tenant | None) -> dict[str, Any]:
+    keys = queries.tenant_keys(tenant.id) if tenant else []
+    return {
+        "key_options": [(key.id, key.name) for key in keys],
+        "model_options": [(model, model) for model in queries.models_in_use(usage_filter, period)],
+    }
+
+
+def tenant_link(tenant_id: int) -> str:
+    return url_for("dashboard.tenant_drilldown", tenant_id=tenant_id)
+
+
+# ---------------------------------------------------------------- dashboards (routed from main/pages.py)
+
+
+def tenant_dashboard() -> Response:
+    return _dashboard("dashboard/tenant.html", current_user.tenant, url_for("main.tenant_home"))
+
+
+def staff_overview() -> Response:
+    return _dashboard("dashboard/staff.html", None, url_for("main.staff_home"), staff_overview=True)
+
+
+@bp.get("/staff/tenants/<int:tenant_id>")
+@staff_required
+def tenant_drilldown(tenant_id: int) -> Response:
+    tenant = db.get_or_404(Tenant, tenant_id)
+    return _dashboard("dashboard/tenant.html", tenant, url_for("dashboard.tenant_drilldown", tenant_id=tenant.id))
+
+
+@bp.get("/staff/cards/sync")
+@staff_required
+def sync_card() -> Response:
+    return page_or_fragment(
+        "dashboard/_sync_card.html", {}, card=console.sync_card(), sync_url=link_to("sync.runs_page", "/staff/sync")
+    )
+
+
+@bp.get("/staff/cards/health")
+@staff_required
+def health_card() -> Response:
+    return page_or_fragment("dashboard/_health_card.html", {}, card=console.health_card())
+
+
+# ---------------------------------------------------------------- explorer
+
+
+def _explorer(tenant_id: int | None, is_staff: bool, base_url: str, export_url: str) -> Response:
+    params, errors = parse_params(ExplorerParams, request.args)
+    usage_filter = _usage_filter(params, tenant_id, is_staff)
+    period = service.period_of(params, utcnow())
+    page = explorer.explore(params, usage_filter, period)
+    options = _filter_options(usage_filter, period, db.session.get(Tenant, tenant_id) if tenant_id else None)
+    return page_or_fragment(
+        "dashboard/explorer.html",
+        {"explorer-results": "dashboard/_explorer_results.html"},
+        status=422 if errors else 200,
+        params=params,
+        errors=errors,
+        page=page,
+        period=period,
+        is_staff=is_staff,
+        base_url=base_url,
+        export_url=export_url,
+        query_args=params.query_args() | _explorer_args(params),
+        tenants=db.session.scalars(db.select(Tenant).order_by(Tenant.name)).all() if is_staff else [],
+        keys_url=link_to("keys.index", "/keys"),
+        **options,
+    )
+
+
+def _explorer_args(params: ExplorerParams) -> dict[str, str]:
+    names = ("status", "endpoint", "min_cost", "max_cost", "min_tokens", "max_tokens", "sort", "direction")
+    values = params.model_dump(include=set(names), exclude_none=True, mode="json")
+    return {name: str(value) for name, value in values.items()}
+
+
+def _export(tenant_id: int | None, is_staff: bool) -> Response:
+    params, errors = parse_params(ExplorerParams, request.args)
+    if errors:
+        return make_response({"error": {"message": "Invalid input.", "fields": errors}}, 422)
+    usage_filter = _usage_filter(params, tenant_id, is_staff)
+    statement = explorer.export_statement(params, usage_filter, service.period_of(params, utcnow()))
+    response = Response(stream_with_context(explorer.stream_csv(statement)), mimetype="text/csv")
+    response.headers["Content-Disposition"] = 'attachment; filename="usage.csv"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/usage", endpoint="explorer")
+@tenant_user_required
+def explorer_page() -> Response:
+    return _explorer(current_user.tenant_id, False, url_for("dashboard.explorer"), url_for("dashboard.export"))
+
+
+@bp.get("/usage/export.csv")
+@tenant_user_required
+def export() -> Response:
+    return _export(current_user.tenant_id, is_staff=False)
+
+
+@bp.get("/staff/usage")
+@staff_required
+def staff_explorer() -> Response:
+    params, _ = parse_params(ExplorerParams, request.args)
+    return _explorer(
+        params.tenant_id, True, url_for("dashboard.staff_explorer"), url_for("dashboard.staff_export")
+    )
+
+
+@bp.get("/staff/usage/export.csv")
+@staff_required
+def staff_export() -> Response:
+    params, _ = parse_params(ExplorerParams, request.args)
+    return _export(params.tenant_id, is_staff=True)
+
+
+# ---------------------------------------------------------------- assets
+
+
+@lru_cache(maxsize=1)
+def _plotly_js() -> bytes:
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs().encode()
+
+
+@bp.get(f"/assets/plotly-{PLOTLY_VERSION}.min.js")
+def plotly_js() -> Response:
+    """Plotly's bundle from the installed package: no CDN, works offline; versioned URL, cached for a year."""
+    response = make_response(_plotly_js())
+    response.mimetype = "application/javascript"
+    response.cache_control.public = True
+    response.cache_control.max_age = 365 * 24 * 3600
+    response.cache_control.immutable = True
+    response.add_etag()
+    return response.make_conditional(request)
+
+
+from webapp.dashboard import management  # noqa: E402,F401

@@ -1,0 +1,208 @@
+"""Key pages: tenant users see their keys (admins manage them); staff see every key and map LiteLLM keys.
+
+Every view parses, calls one service function, renders. A page showing a new secret is never cached and
+the secret is never put in the session (flash messages live in the cookie).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from flask import abort, flash, make_response, redirect, render_template, request, url_for
+from flask_login import current_user
+from pydantic import ValidationError
+from werkzeug.wrappers import Response
+
+from webapp.auth.decorators import staff_required, tenant_admin_required, tenant_user_required
+from webapp.auth.forms import EmptyForm
+from webapp.errors import ApiError, field_messages
+from webapp.extensions import db
+from webapp.keys import bp, mapping, service
+from webapp.keys.forms import AssignForm, KeyCreateForm
+from webapp.keys.schemas import KeyCreate, normalise_token
+from webapp.models import ApiKey, Tenant
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _tenant_id() -> int:
+    return int(current_user.tenant_id)
+
+
+def _keys_page(form: KeyCreateForm, status: int = 200) -> tuple[str, int]:
+    keys = service.list_tenant_keys(_tenant_id())
+    page = render_template(
+        "keys/tenant_keys.html", keys=keys, form=form, action_form=EmptyForm(), service=service,
+        can_manage=current_user.is_tenant_admin,
+    )
+    return page, status
+
+
+def _secret_page(issued: service.IssuedKey, action: str) -> Response:
+    page = render_template("keys/secret_once.html", issued=issued, action=action)
+    return make_response(page, 201, NO_STORE)
+
+
+def _try(form: KeyCreateForm, operation: Callable[[], service.IssuedKey]) -> service.IssuedKey | None:
+    """Run a key operation and commit; failures become form or flash messages (nothing is kept)."""
+    try:
+        issued = operation()
+        service.commit_key_changes()
+        return issued
+    except ValidationError as exc:
+        db.session.rollback()
+        form.add_errors(field_messages(exc))
+    except ApiError as exc:
+        db.session.rollback()
+        if not form.add_errors(exc.fields):
+            flash(exc.message, "error")
+    return None
+
+
+# ---------------------------------------------------------------- tenant pages
+
+
+@bp.get("/keys")
+@tenant_user_required
+def tenant_keys() -> tuple[str, int]:
+    return _keys_page(KeyCreateForm())
+
+
+@bp.post("/keys")
+@tenant_admin_required
+def create_key() -> Response | tuple[str, int]:
+    form = KeyCreateForm()
+    if form.validate_on_submit():
+        tenant = db.get_or_404(Tenant, _tenant_id())
+        issued = _try(form, lambda: service.create_key(tenant, KeyCreate.model_validate(form.payload()), current_user))
+        if issued is not None:
+            return _secret_page(issued, "created")
+    return _keys_page(form, 422)
+
+
+@bp.get("/keys/<int:key_id>/<any(rotate, revoke):action>")
+@tenant_admin_required
+def confirm_key_action(key_id: int, action: str) -> str:
+    api_key = service.get_key(key_id, _tenant_id())
+    return render_template("keys/confirm.html", api_key=api_key, action=action, form=EmptyForm(),
+                           grace_hours=service.rotation_grace().total_seconds() / 3600)
+
+
+@bp.post("/keys/<int:key_id>/rotate")
+@tenant_admin_required
+def rotate_key(key_id: int) -> Response:
+    api_key = service.get_key(key_id, _tenant_id())
+    form = KeyCreateForm()
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    issued = _try(form, lambda: service.rotate_key(api_key, current_user))
+    if issued is None:
+        return redirect(url_for("keys.tenant_keys"))
+    return _secret_page(issued, "rotated")
+
+
+@bp.post("/keys/<int:key_id>/revoke")
+@tenant_admin_required
+def revoke_key(key_id: int) -> Response:
+    api_key = service.get_key(key_id, _tenant_id())
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    try:
+        service.revoke_key(api_key, current_user)
+        service.commit_key_changes()
+        flash(f"Key “{api_key.name}” is revoked.", "info")
+    except ApiError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+    return redirect(url_for("keys.tenant_keys"))
+
+
+# ---------------------------------------------------------------- staff pages
+
+
+def _tenant_choices() -> list[tuple[int, str]]:
+    tenants = db.session.scalars(sa.select(Tenant).order_by(Tenant.name))
+    return [(0, "Choose a tenant…"), *((tenant.id, tenant.name) for tenant in tenants)]
+
+
+def _assign_form() -> AssignForm:
+    form = AssignForm()
+    form.tenant_id.choices = _tenant_choices()
+    return form
+
+
+@bp.get("/staff/keys")
+@staff_required
+def staff_keys() -> str:
+    tenant_id = request.args.get("tenant_id", type=int)
+    keys = service.list_all_keys(tenant_id)
+    tenants = {tenant.id: tenant for tenant in db.session.scalars(sa.select(Tenant))}
+    return render_template("keys/staff_keys.html", keys=keys, tenants=tenants, tenant_id=tenant_id,
+                           service=service)
+
+
+@bp.get("/staff/key-mappings")
+@staff_required
+def staff_key_mappings() -> str:
+    return render_template(
+        "keys/staff_mappings.html", unmapped=mapping.unmapped_keys(), mapped=mapping.mapped_imported_keys(),
+        form=_assign_form(), action_form=EmptyForm(),
+    )
+
+
+def _token_or_404(token: str) -> str:
+    try:
+        return normalise_token(token)
+    except ValueError:
+        abort(404)
+
+
+def _mapping_row(token: str, form: AssignForm, status: int = 200) -> Response:
+    if request.headers.get("HX-Request") != "true":
+        return redirect(url_for("keys.staff_key_mappings"))
+    page = render_template("keys/_mapping_row.html", entry=mapping.mapping_entry(token), form=form,
+                           action_form=EmptyForm())
+    response = make_response(page, status)
+    response.headers["Vary"] = "HX-Request"
+    return response
+
+
+@bp.post("/staff/key-mappings/<string:token>")
+@staff_required
+def assign_key(token: str) -> Response:
+    token = _token_or_404(token)
+    form = _assign_form()
+    if not form.validate_on_submit() or db.session.get(Tenant, form.tenant_id.data) is None:
+        form.tenant_id.errors = ["Pick a tenant."]
+        return _mapping_row(token, form, 422)
+    tenant = db.session.get(Tenant, form.tenant_id.data)
+    assert tenant is not None
+    try:
+        mapping.assign_key(token, tenant, current_user)
+        service.commit_key_changes()
+    except ApiError as exc:
+        db.session.rollback()
+        form.tenant_id.errors = [exc.message]
+        return _mapping_row(token, form, exc.status)
+    return _mapping_row(token, _assign_form())
+
+
+@bp.post("/staff/key-mappings/<string:token>/unassign")
+@staff_required
+def unassign_key(token: str) -> Response:
+    token = _token_or_404(token)
+    form = _assign_form()
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    try:
+        mapping.unassign_key(token, current_user)
+        service.commit_key_changes()
+    except ApiError as exc:
+        db.session.rollback()
+        form.tenant_id.errors = [exc.message]
+        return _mapping_row(token, form, exc.status)
+    return _mapping_row(token, form)
+
+
+__all__ = ["ApiKey"]
