@@ -75,16 +75,16 @@ class SimulatorHandle:
         return response.json()
 
     def info(self) -> dict[str, Any]:
-        return self._call("GET", "/sim/info")  # type: ignore[no-any-return]
+        return self._call("GET", "/sim/info")
 
     def set_faults(self, **faults: Any) -> dict[str, Any]:
-        return self._call("POST", "/sim/faults", json=faults)  # type: ignore[no-any-return]
+        return self._call("POST", "/sim/faults", json=faults)
 
     def reset(self) -> None:
         self._call("POST", "/sim/reset")
 
     def stats(self) -> dict[str, Any]:
-        return self._call("GET", "/sim/stats")  # type: ignore[no-any-return]
+        return self._call("GET", "/sim/stats")
 
     def totals(
         self, start: datetime, end: datetime, api_key: str | None = None, visible_only: bool = False
@@ -92,10 +92,10 @@ class SimulatorHandle:
         params = {"start": start.isoformat(), "end": end.isoformat(), "visible_only": str(visible_only).lower()}
         if api_key:
             params["api_key"] = api_key
-        return self._call("GET", "/sim/totals", params=params)  # type: ignore[no-any-return]
+        return self._call("GET", "/sim/totals", params=params)
 
     def inject_rows(self, rows: list[dict[str, Any]]) -> list[str]:
-        return self._call("POST", "/sim/rows", json={"rows": rows})["request_ids"]  # type: ignore[no-any-return]
+        return self._call("POST", "/sim/rows", json={"rows": rows})["request_ids"]
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -111,11 +111,15 @@ class SimulatorHandle:
 def start_simulator(*args: str, master_key: str = SIM_MASTER_KEY) -> SimulatorHandle:
     """Starts `python -m webapp.litellm.simulator --port 0 ...` and waits for its ready line."""
     seed = int(args[args.index("--seed") + 1]) if "--seed" in args else 42
-    log_file = tempfile.NamedTemporaryFile(prefix="litellm-sim-", suffix=".log", delete=False)
     command = [sys.executable, "-m", "webapp.litellm.simulator", "--port", "0", "--master-key", master_key, *args]
-    process = subprocess.Popen(
-        command, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
+    with tempfile.NamedTemporaryFile(prefix="litellm-sim-", suffix=".log", delete=False) as log_file:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     log_path = Path(log_file.name)
     base_url = _wait_for_ready(process, log_path)
     handle = SimulatorHandle(base_url, master_key, seed, process, log_path, tuple(args))

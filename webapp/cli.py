@@ -60,4 +60,4 @@ def _load_feature_commands() -> None:
         importlib.import_module(module)
 
 
-FEATURE_COMMAND_MODULES: list[str] = ["webapp.sync.cli", "webapp.keys.commands"]
+FEATURE_COMMAND_MODULES: list[str] = ["webapp.litellm.commands", "webapp.sync.cli", "webapp.keys.commands"]

@@ -15,7 +15,7 @@ def load(name: str) -> dict[str, Any]:
     for folder in ("admin", "recorded"):
         path = CONTRACTS / folder / name
         if path.exists():
-            return orjson.loads(path.read_bytes())  # type: ignore[no-any-return]
+            return orjson.loads(path.read_bytes())
     raise FileNotFoundError(name)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ def reset_services(application: Flask, store: str = "memory") -> ProxyServices:
     services.estimator = CostEstimator(Decimal(str(application.config["PROXY_BUDGET_DEFAULT_RESERVATION"])))
     services.budget = BudgetGuard(services.counters, services.estimator, 30, 660)
     services.key_cache.invalidate()
+    services.writer.forget_last_used()
     return services
 
 
@@ -98,7 +100,14 @@ class ProxyEnv:
     def flush(self) -> None:
         assert self.services.writer.flush(10)
 
-    def usage_rows(self) -> list[UsageLog]:
+    def usage_rows(self, expected: int = 0, wait: float = 5.0) -> list[UsageLog]:
+        """The stored rows; waits up to `wait` s for `expected` of them (a stream records after its last byte)."""
+        deadline = time.monotonic() + wait
+        while len(rows := self._stored_rows()) < expected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return rows
+
+    def _stored_rows(self) -> list[UsageLog]:
         self.flush()
         with self.app.app_context():
             rows = list(db.session.scalars(db.select(UsageLog).order_by(UsageLog.id)))

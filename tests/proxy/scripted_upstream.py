@@ -36,7 +36,7 @@ class UpstreamState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
-        self.chunk_delay, self.chunks, self.requests = 0.0, 5, 0
+        self.chunk_delay, self.complete_delay, self.chunks, self.requests = 0.0, 0.0, 5, 0
         self.authorizations.clear()
         self.streams.clear()
 

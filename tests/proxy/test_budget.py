@@ -58,9 +58,10 @@ def test_parallel_requests_at_the_edge_overshoot_by_at_most_one(
     budget = Decimal("0.001")
     tenant = make_tenant(plan=make_plan(monthly_budget=budget))
     secret = make_api_key(tenant)
+    spend(proxy, tenant.id, str(budget - cost - cost * Decimal("2.5")))
+    # one request first, so the reservation is this model's real cost rather than the default
     assert proxy.client.post("/v1/chat/completions", json=chat(), headers=auth(secret)).status_code == 200
-    proxy.flush()
-    spend(proxy, tenant.id, str(budget - cost - cost * Decimal("2.5")))  # 2.5 requests' worth left
+    proxy.flush()  # 2.5 requests' worth of budget is left
     proxy.upstream.state.complete_delay = 0.3
 
     def call(_: int) -> requests.Response:
@@ -69,6 +70,6 @@ def test_parallel_requests_at_the_edge_overshoot_by_at_most_one(
     with ThreadPoolExecutor(max_workers=20) as pool:
         answers = list(pool.map(call, range(20)))
     statuses = sorted(a.status_code for a in answers)
-    assert statuses.count(200) >= 1 and statuses.count(429) >= 1
+    assert 1 <= statuses.count(200) <= 3 and statuses.count(429) >= 17
     assert all(a.json()["error"]["code"] == "insufficient_quota" for a in answers if a.status_code == 429)
     assert tenant_spend(proxy, tenant.id) <= budget + cost

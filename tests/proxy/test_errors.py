@@ -49,11 +49,12 @@ def test_hot_key_is_served_from_cache(proxy: ProxyEnv, tenant_key) -> None:
     listener = lambda *args: statements.append(args[2])  # noqa: E731
     event.listen(engine, "before_cursor_execute", listener)
     try:
-        for _ in range(5):
+        for _ in range(20):
             proxy.client.post("/v1/chat/completions", json=chat(), headers=auth(secret))
     finally:
         event.remove(engine, "before_cursor_execute", listener)
-    assert not [s for s in statements if "api_keys" in s and "SELECT" in s.upper()]
+    key_lookups = [s for s in statements if "FROM api_keys" in s and s.lstrip().upper().startswith("SELECT")]
+    assert len(key_lookups) <= 1  # at most one refresh when the 1 s cache entry expires mid-loop
 
 
 def test_expired_key_is_401(proxy: ProxyEnv, tenant_key) -> None:

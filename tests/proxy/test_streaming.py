@@ -48,7 +48,7 @@ def test_usage_chunk_dropped_unless_asked_but_always_recorded(proxy: ProxyEnv, p
     )
     assert not [e for e in sse_events(plain) if e.get("usage")]
     assert [e["usage"]["total_tokens"] for e in sse_events(asked) if e.get("usage")] == [12]
-    rows = proxy.usage_rows()
+    rows = proxy.usage_rows(expected=2)
     assert [(r.prompt_tokens, r.completion_tokens, r.total_tokens) for r in rows] == [(7, 5, 12)] * 2
     assert all(r.request_id.startswith("chatcmpl-") and r.cost > 0 for r in rows)
     assert sorted(r.request_id for r in rows) == sorted(sse_events(x)[0]["id"] for x in (plain, asked))
@@ -70,10 +70,7 @@ def test_client_disconnect_stops_upstream_and_records_partial_usage(
         time.sleep(0.05)
     assert proxy.upstream.state.streams[0].cut_off, "the proxy kept the upstream stream open"
     assert proxy.upstream.state.streams[0].chunks_sent < 50
-    deadline = time.monotonic() + 5
-    while not (rows := proxy.usage_rows()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    [row] = rows
+    [row] = proxy.usage_rows(expected=1)
     assert row.request_id == completion_id
     assert row.completion_tokens >= 1 and row.prompt_tokens > 0
     assert row.extra["partial"] is True and row.extra["outcome"] == "client_disconnected"

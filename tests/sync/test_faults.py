@@ -10,6 +10,7 @@ from flask import Flask
 
 from tests.sync.conftest import Simulator, assert_same_totals, history_window, litellm_totals, stored_totals
 from webapp.extensions import db
+from webapp.litellm import build_client
 from webapp.models import SyncRun, SyncStatus
 from webapp.sync.service import run_bulk_import
 
@@ -25,21 +26,18 @@ def test_a_fault_mid_run_fails_the_run_and_the_next_run_closes_the_gap(
     sync_app: Flask, simulator: Simulator, fault: str
 ) -> None:
     start, end = history_window(simulator)
-    sync_app.config["LITELLM_READ_TIMEOUT"] = 0.5
+    sync_app.extensions["litellm"] = build_client(sync_app.config | {"LITELLM_READ_TIMEOUT": 0.5})
 
     def break_litellm(run: SyncRun) -> None:
         simulator.faults(**FAULTS[fault])
 
-    try:
-        with sync_app.app_context():
-            failed = run_bulk_import((start, end), on_progress=break_litellm)
-            run = db.session.get(SyncRun, failed.run_id)
-            assert run is not None and run.cursor is not None
-            cursor = run.cursor
-            assert run.status == SyncStatus.FAILED and run.error and "LiteLLM" in run.error
-            db.session.remove()
-    finally:
-        sync_app.config["LITELLM_READ_TIMEOUT"] = 2.0
+    with sync_app.app_context():
+        failed = run_bulk_import((start, end), on_progress=break_litellm)
+        run = db.session.get(SyncRun, failed.run_id)
+        assert run is not None and run.cursor is not None
+        cursor = run.cursor
+        assert run.status == SyncStatus.FAILED and run.error and "LiteLLM" in run.error
+        db.session.remove()
     assert start < cursor < end
     assert_same_totals(stored_totals(sync_app, start, cursor), litellm_totals(simulator, start, cursor))
 

@@ -19,7 +19,7 @@ from webapp.usage.queries import Period, UsageFilter, raw_filtered
 
 EXPORT_BATCH = 5000
 CURSOR_SEPARATOR = "~"
-SORT_COLUMNS: dict[str, sa.ColumnElement[Any]] = {
+SORT_COLUMNS: dict[str, Any] = {
     "occurred_at": UsageLog.occurred_at,
     "cost": UsageLog.cost,
     "total_tokens": UsageLog.total_tokens,

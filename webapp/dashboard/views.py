@@ -31,9 +31,9 @@ def htmx_target() -> str | None:
     return request.headers.get("HX-Target")
 
 
-def page_or_fragment(page: str, fragments: dict[str, str], status: int = 200, **context: Any) -> Response:
+def page_or_fragment(page_template: str, fragments: dict[str, str], status: int = 200, **context: Any) -> Response:
     """The fragment asked for by an HTMX request, else the whole page (which includes the fragments)."""
-    template = fragments.get(htmx_target() or "", page)
+    template = fragments.get(htmx_target() or "", page_template)
     response = make_response(render_template(template, poll_seconds=POLL_SECONDS, **context), status)
     response.vary.add("HX-Request")
     return response
@@ -70,7 +70,7 @@ def _dashboard(page: str, tenant: Tenant | None, base_url: str, staff_overview: 
         data = service.kpis(usage_filter, period, now)
     else:
         data = service.full_dashboard(usage_filter, period, now, staff_overview)
-    options = _filter_options(usage_filter, period, tenant) if target is None else {}
+    options = _dashboard_options(data, tenant) if target is None else {}
     return page_or_fragment(
         page,
         {"kpis": "dashboard/_kpis.html", "dash-main": "dashboard/_main.html"},
@@ -95,6 +95,13 @@ def _filter_options(usage_filter: UsageFilter, period: queries.Period, tenant: T
         "key_options": [(key.id, key.name) for key in keys],
         "model_options": [(model, model) for model in queries.models_in_use(usage_filter, period)],
     }
+
+
+def _dashboard_options(data: service.DashboardData, tenant: Tenant | None) -> dict[str, Any]:
+    """Filter choices from what the page already loaded (no extra query over the period)."""
+    keys = queries.tenant_keys(tenant.id) if tenant else []
+    models = sorted(row.key for row in data.by_model if row.key)
+    return {"key_options": [(key.id, key.name) for key in keys], "model_options": [(model, model) for model in models]}
 
 
 def tenant_link(tenant_id: int) -> str:
@@ -154,10 +161,19 @@ def _explorer(tenant_id: int | None, is_staff: bool, base_url: str, export_url: 
         base_url=base_url,
         export_url=export_url,
         query_args=params.query_args() | _explorer_args(params),
-        tenants=db.session.scalars(db.select(Tenant).order_by(Tenant.name)).all() if is_staff else [],
+        tenant_options=_tenant_options() if is_staff else [],
         keys_url=link_to("keys.index", "/keys"),
         **options,
     )
+
+
+def _tenant_options() -> list[tuple[int, str]]:
+    return [(tenant.id, tenant.name) for tenant in db.session.scalars(db.select(Tenant).order_by(Tenant.name))]
+
+
+@bp.app_template_filter("dict_merge")
+def dict_merge(base: dict[str, str], extra: dict[str, str]) -> dict[str, str]:
+    return base | extra
 
 
 def _explorer_args(params: ExplorerParams) -> dict[str, str]:
@@ -225,7 +241,7 @@ def plotly_js() -> Response:
     response.cache_control.max_age = 365 * 24 * 3600
     response.cache_control.immutable = True
     response.add_etag()
-    return response.make_conditional(request)
+    return response.make_conditional(request)  # type: ignore[return-value]
 
 
 from webapp.dashboard import management  # noqa: E402,F401

@@ -161,13 +161,12 @@ def _add_imported(key: VirtualKey) -> LiteLLMKey:
 
 
 def _refresh(row: LiteLLMKey, key: VirtualKey) -> bool:
-    wanted = {
-        "key_alias": key.key_alias,
-        "key_name": key.key_name,
-        "key_metadata": dict(key.metadata),
-        "litellm_status": remote_status(key),
-    }
-    changed = {name: value for name, value in wanted.items() if getattr(row, name) != value}
+    """Update what the listing tells; a sparse listing (the v1 flavour) never blanks what we know, and
+    the status of our own keys is reconcile's business."""
+    listed: dict[str, Any] = {"key_alias": key.key_alias, "key_name": key.key_name, "key_metadata": dict(key.metadata)}
+    if row.origin == ORIGIN_IMPORTED:
+        listed["litellm_status"] = remote_status(key)
+    changed = {name: value for name, value in listed.items() if value and getattr(row, name) != value}
     for name, value in changed.items():
         setattr(row, name, value)
     return bool(changed)

@@ -145,10 +145,10 @@ def _platform_keys() -> list[ApiKey]:
 
 def _check_local(api_key: ApiKey, listed: VirtualKey | None) -> Drift | None:
     token = api_key.litellm_key_id or ""
-    status = remote_status(listed) if listed is not None else _status_off_list(token)
+    active_here = api_key.status == "active"
+    status = _remote_status_of(token, listed, active_here)
     if status is not None:
         remote.set_remote_status(token, status)
-    active_here = api_key.status == "active"
     if active_here and status in (remote.STATUS_DELETED, remote.STATUS_MISSING):
         return _drift("missing", api_key, f"LiteLLM key is {status}; our key is active")
     if active_here and status == remote.STATUS_REVOKED:
@@ -158,10 +158,20 @@ def _check_local(api_key: ApiKey, listed: VirtualKey | None) -> Drift | None:
     return None
 
 
-def _status_off_list(token: str) -> str | None:
-    """Status of a key /key/list did not show: deleted (still readable by hash) or missing."""
+def _remote_status_of(token: str, listed: VirtualKey | None, active_here: bool) -> str | None:
+    if listed is None:
+        return _status_off_list(token)
+    status = remote_status(listed)
+    if not active_here and status == remote.STATUS_ACTIVE:
+        return _status_off_list(token, fresh=True)  # some listings (v1 flavour) do not show blocking
+    return status
+
+
+def _status_off_list(token: str, fresh: bool = False) -> str | None:
+    """Status from /key/info: for keys /key/list did not show (deleted, still readable by hash, or
+    missing), and to confirm what a listing says."""
     row = db.session.scalar(sa.select(LiteLLMKey).where(LiteLLMKey.token == token))
-    if row is not None and row.litellm_status in (remote.STATUS_DELETED, remote.STATUS_MISSING):
+    if not fresh and row is not None and row.litellm_status in (remote.STATUS_DELETED, remote.STATUS_MISSING):
         return row.litellm_status
     try:
         return remote_status(get_litellm().key_info(token))

@@ -21,7 +21,7 @@ from webapp.extensions import db
 from webapp.keys import bp, mapping, service
 from webapp.keys.forms import AssignForm, KeyCreateForm
 from webapp.keys.schemas import KeyCreate, normalise_token
-from webapp.models import ApiKey, Tenant
+from webapp.models import Tenant
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -44,7 +44,7 @@ def _secret_page(issued: service.IssuedKey, action: str) -> Response:
     return make_response(page, 201, NO_STORE)
 
 
-def _try(form: KeyCreateForm, operation: Callable[[], service.IssuedKey]) -> service.IssuedKey | None:
+def _try(operation: Callable[[], service.IssuedKey], form: KeyCreateForm | None) -> service.IssuedKey | None:
     """Run a key operation and commit; failures become form or flash messages (nothing is kept)."""
     try:
         issued = operation()
@@ -52,10 +52,11 @@ def _try(form: KeyCreateForm, operation: Callable[[], service.IssuedKey]) -> ser
         return issued
     except ValidationError as exc:
         db.session.rollback()
-        form.add_errors(field_messages(exc))
+        if form is not None:
+            form.add_errors(field_messages(exc))
     except ApiError as exc:
         db.session.rollback()
-        if not form.add_errors(exc.fields):
+        if form is None or not form.add_errors(exc.fields):
             flash(exc.message, "error")
     return None
 
@@ -75,7 +76,7 @@ def create_key() -> Response | tuple[str, int]:
     form = KeyCreateForm()
     if form.validate_on_submit():
         tenant = db.get_or_404(Tenant, _tenant_id())
-        issued = _try(form, lambda: service.create_key(tenant, KeyCreate.model_validate(form.payload()), current_user))
+        issued = _try(lambda: service.create_key(tenant, KeyCreate.model_validate(form.payload()), current_user), form)
         if issued is not None:
             return _secret_page(issued, "created")
     return _keys_page(form, 422)
@@ -93,10 +94,9 @@ def confirm_key_action(key_id: int, action: str) -> str:
 @tenant_admin_required
 def rotate_key(key_id: int) -> Response:
     api_key = service.get_key(key_id, _tenant_id())
-    form = KeyCreateForm()
     if not EmptyForm().validate_on_submit():
         abort(400)
-    issued = _try(form, lambda: service.rotate_key(api_key, current_user))
+    issued = _try(lambda: service.rotate_key(api_key, current_user), None)
     if issued is None:
         return redirect(url_for("keys.tenant_keys"))
     return _secret_page(issued, "rotated")
@@ -204,5 +204,3 @@ def unassign_key(token: str) -> Response:
         return _mapping_row(token, form, exc.status)
     return _mapping_row(token, form)
 
-
-__all__ = ["ApiKey"]

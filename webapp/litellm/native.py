@@ -280,9 +280,7 @@ class NativeClient:
         self.cache.delete(f"key:{token}")
 
     # spend logs
-    def iter_spend_log_pages(
-        self, start: datetime, end: datetime, page_size: int = 1000
-    ) -> Iterator[SpendLogPage]:
+    def iter_spend_log_pages(self, start: datetime, end: datetime, page_size: int = 1000) -> Iterator[SpendLogPage]:
         walk = SpendLogWalk(self.transport, start, end, page_size)
         return paged(walk.chunks(), walk.page_size)
 

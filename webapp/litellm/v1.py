@@ -69,9 +69,7 @@ class V1Client(NativeClient):
         return len(parsing.require_list(self.transport.get("/v1/key/list"), "/v1/key/list"))
 
     # spend logs
-    def iter_spend_log_pages(
-        self, start: datetime, end: datetime, page_size: int = 1000
-    ) -> Iterator[SpendLogPage]:
+    def iter_spend_log_pages(self, start: datetime, end: datetime, page_size: int = 1000) -> Iterator[SpendLogPage]:
         start, end = require_aware(start, "start"), require_aware(end, "end")
         return paged(self._chunks(start, end), max(1, page_size))
 
@@ -127,9 +125,7 @@ class V1Client(NativeClient):
             spend=Decimal(str(_first(spend, "total_spend", "spend", "cost") or 0.0)),
         )
 
-    def _chunks_for_key(
-        self, start: datetime, end: datetime, token: str | None
-    ) -> Iterator[list[SpendLogEntry]]:
+    def _chunks_for_key(self, start: datetime, end: datetime, token: str | None) -> Iterator[list[SpendLogEntry]]:
         wanted = parsing.to_token(token) if token else None
         for chunk in self._chunks(start, end):
             yield [entry for entry in chunk if wanted is None or entry.litellm_key_id == wanted]

@@ -62,6 +62,9 @@ class UsageWriter:
                 self._thread.start()
                 atexit.register(self.flush, 10.0)
 
+    def forget_last_used(self) -> None:
+        self._last_used_written.clear()
+
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far is committed; False on timeout."""
         deadline = time.monotonic() + timeout

@@ -25,6 +25,7 @@ from webapp.litellm.simulator.rows import (
 from webapp.litellm.simulator.state import SimulatorOptions, SimulatorState, token_of
 
 MAX_TOTAL = 10_000
+NOT_IN_GENERATE = frozenset({"budget_reset_at", "last_active", "total_spend"})
 LLM_PATHS = frozenset(
     {
         "/v1/chat/completions",
@@ -39,9 +40,7 @@ LLM_PATHS = frozenset(
 )
 KEY_HEADERS = ("x-litellm-api-key", "api-key", "x-api-key")
 KEY_SORTS = frozenset({"spend", "max_budget", "created_at", "updated_at", "token", "key_alias"})
-SPEND_SORTS = frozenset(
-    {"startTime", "endTime", "spend", "total_tokens", "request_duration_ms", "model", "ttft_ms"}
-)
+SPEND_SORTS = frozenset({"startTime", "endTime", "spend", "total_tokens", "request_duration_ms", "model", "ttft_ms"})
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -99,20 +98,14 @@ def int_arg(name: str, default: int, low: int, high: int | None = None) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ApiError(
-            validation_error(["query", name], "Input should be a valid integer", "int_parsing")
-        ) from None
+        raise ApiError(validation_error(["query", name], "Input should be a valid integer", "int_parsing")) from None
     if value < low:
         raise ApiError(
-            validation_error(
-                ["query", name], f"Input should be greater than or equal to {low}", "greater_than_equal"
-            )
+            validation_error(["query", name], f"Input should be greater than or equal to {low}", "greater_than_equal")
         )
     if high is not None and value > high:
         raise ApiError(
-            validation_error(
-                ["query", name], f"Input should be less than or equal to {high}", "less_than_equal"
-            )
+            validation_error(["query", name], f"Input should be less than or equal to {high}", "less_than_equal")
         )
     return value
 
@@ -164,6 +157,12 @@ def public_key_row(row: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in row.items() if not name.startswith("_")}
 
 
+def with_org_id(row: dict[str, Any]) -> dict[str, Any]:
+    """UserAPIKeyAuth and the block answer call the column `org_id`."""
+    renamed = {name: value for name, value in public_key_row(row).items() if name != "organization_id"}
+    return {**renamed, "org_id": row.get("organization_id")}
+
+
 def key_status(row: dict[str, Any]) -> str:
     if row.get("_deleted"):
         return "deleted"
@@ -210,9 +209,7 @@ def create_simulator_app(options: SimulatorOptions) -> Flask:  # noqa: C901 - ro
                 )
             )
         raise ApiError(
-            error_response(
-                401, "Authentication Error, Invalid API key provided.", "token_not_found_in_db", "key"
-            )
+            error_response(401, "Authentication Error, Invalid API key provided.", "token_not_found_in_db", "key")
         )
 
     # ---- health
@@ -236,8 +233,7 @@ def create_simulator_app(options: SimulatorOptions) -> Flask:  # noqa: C901 - ro
             raise ApiError(
                 error_response(
                     400,
-                    f"Key with alias '{alias}' already exists. "
-                    "Unique key aliases across all keys are required.",
+                    f"Key with alias '{alias}' already exists. Unique key aliases across all keys are required.",
                     "bad_request_error",
                     "key_alias",
                 )
@@ -256,14 +252,12 @@ def create_simulator_app(options: SimulatorOptions) -> Flask:  # noqa: C901 - ro
         if body.get("duration"):
             row["expires"] = (datetime.now(UTC) + parse_duration(body["duration"])).isoformat()
         state.add_key(row, secret)
-        echoed = {
-            name: body.get(name)
-            for name in ("key_alias", "duration", "user_id", "team_id", "budget_duration")
-        }
+        echoed = {name: body.get(name) for name in ("key_alias", "duration", "user_id", "team_id", "budget_duration")}
+        generated = {name: value for name, value in public_key_row(row).items() if name not in NOT_IN_GENERATE}
         return json_response(
             {
                 **echoed,
-                **public_key_row(row),
+                **generated,
                 "key": secret,
                 "token_id": row["token"],
                 "token": row["token"],
@@ -282,9 +276,7 @@ def create_simulator_app(options: SimulatorOptions) -> Flask:  # noqa: C901 - ro
             )
         if isinstance(budget, int | float) and (budget < 0 or not math.isfinite(budget)):
             raise ApiError(
-                error_response(
-                    400, "max_budget must be a finite number >= 0", "bad_request_error", "max_budget"
-                )
+                error_response(400, "max_budget must be a finite number >= 0", "bad_request_error", "max_budget")
             )
 
     def key_or_404(identifier: Any, message: str = "Key not found.") -> dict[str, Any]:
@@ -304,9 +296,7 @@ def create_simulator_app(options: SimulatorOptions) -> Flask:  # noqa: C901 - ro
             matches = [row for row in state.live_key_rows() if row.get("key_alias") == body.get("key_alias")]
             if len(matches) != 1:
                 raise ApiError(
-                    error_response(
-                        400, "key_alias must match exactly one key", "bad_request_error", "key_alias"
-                    )
+                    error_response(400, "key_alias must match exactly one key", "bad_request_error", "key_alias")
                 )
             row = matches[0]
         for name, value in body.items():
@@ -315,9 +305,7 @@ def create_simulator_app(options: SimulatorOptions) -> Flask:  # noqa: C901 - ro
         if "duration" in body:
             duration = body["duration"]
             row["expires"] = (
-                None
-                if duration in (None, "-1")
-                else (datetime.now(UTC) + parse_duration(duration)).isoformat()
+                None if duration in (None, "-1") else (datetime.now(UTC) + parse_duration(duration)).isoformat()
             )
         row["updated_at"] = datetime.now(UTC).isoformat()
         return json_response({"key": body.get("key"), **public_key_row(row)})
@@ -346,9 +334,10 @@ def create_simulator_app(options: SimulatorOptions) -> Flask:  # noqa: C901 - ro
     def key_block() -> Response:
         require_master()
         row = key_or_404(body_json().get("key"))
-        row["blocked"] = request.path.endswith("/block")
+        blocking = request.path.endswith("/block")
+        row["blocked"] = blocking
         row["updated_at"] = datetime.now(UTC).isoformat()
-        return json_response(public_key_row(row))
+        return json_response(with_org_id(row) if blocking else public_key_row(row))
 
     @app.get("/key/info")
     def key_info() -> Response:
@@ -371,9 +360,7 @@ def create_simulator_app(options: SimulatorOptions) -> Flask:  # noqa: C901 - ro
         chosen = rows[(page - 1) * size : page * size]
         full = request.args.get("return_full_object", "false").lower() == "true"
         keys: list[Any] = (
-            [{**public_key_row(row), "api_key": None} for row in chosen]
-            if full
-            else [row["token"] for row in chosen]
+            [{**with_org_id(row), "api_key": None} for row in chosen] if full else [row["token"] for row in chosen]
         )
         return json_response(
             {
@@ -411,6 +398,13 @@ def create_simulator_app(options: SimulatorOptions) -> Flask:  # noqa: C901 - ro
                 "total_is_capped": total > MAX_TOTAL,
             }
         )
+
+    @app.get("/spend/logs")
+    def spend_logs_v1() -> Response:
+        """Deprecated v1 route, only the undated form: newest rows first, capped."""
+        require_master()
+        rows, _ = spend_page(state, 0, 4_102_444_800_000, None, 1, MAX_TOTAL, descending=True)
+        return json_response([v2_row(row) for row in rows])
 
     # ---- the brief's endpoints (flavour v1)
     def brief_window() -> tuple[int, int, str | None]:
@@ -488,9 +482,7 @@ def inject_faults(state: SimulatorState, path: str) -> Response | None:
     state.faultable_seen += 1
     if faults.burst_429 > 0 and faults.burst_every > 0 and position % faults.burst_every < faults.burst_429:
         retry_after = str(math.ceil(faults.retry_after_s))
-        return error_response(
-            429, "sim: injected 429 burst", "throttling_error", None, {"Retry-After": retry_after}
-        )
+        return error_response(429, "sim: injected 429 burst", "throttling_error", None, {"Retry-After": retry_after})
     if faults.fail_rate > 0 and state.random.random() < faults.fail_rate:
         return error_response(500, "sim: injected failure", "internal_server_error", None)
     return None

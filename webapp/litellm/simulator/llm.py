@@ -48,9 +48,7 @@ def register(  # noqa: C901 - route closures count as branches
     presented_key: Callable[[], str | None],
 ) -> None:
     def fail(status: int, message: str, error_type: str, param: str | None = None) -> Exception:
-        return api_error(
-            error_response(status, message, error_type, param, {"x-litellm-call-id": str(uuid.uuid4())})
-        )
+        return api_error(error_response(status, message, error_type, param, {"x-litellm-call-id": str(uuid.uuid4())}))
 
     def authenticate() -> Caller:
         key = presented_key()
@@ -60,9 +58,7 @@ def register(  # noqa: C901 - route closures count as branches
             return Caller(MASTER_KEY_MARK, None, "default_user_id", [], None, None)
         record = state.find_key(key)
         if record is None:
-            write_failure(
-                state, token_of(key), None, "", MODELS_BY_NAME["gpt-4o-mini"], "401", "AuthenticationError"
-            )
+            write_failure(state, token_of(key), None, "", MODELS_BY_NAME["gpt-4o-mini"], "401", "AuthenticationError")
             raise fail(
                 401,
                 "Authentication Error, Invalid proxy server token passed. Unable to find token in cache "
@@ -80,9 +76,7 @@ def register(  # noqa: C901 - route closures count as branches
             )
         expires = row.get("expires")
         if expires and datetime.fromisoformat(expires).timestamp() <= time.time():
-            raise fail(
-                401, f"Authentication Error - Expired Key. Key Expiry time {expires}", "expired_key", "None"
-            )
+            raise fail(401, f"Authentication Error - Expired Key. Key Expiry time {expires}", "expired_key", "None")
         metadata = row.get("metadata") or {}
         return Caller(
             row["token"],
@@ -218,9 +212,7 @@ def register(  # noqa: C901 - route closures count as branches
             "created": int(started),
             "model": model.name,
             "object": "chat.completion",
-            "choices": [
-                {"finish_reason": "stop", "index": 0, "message": {"content": CONTENT, "role": "assistant"}}
-            ],
+            "choices": [{"finish_reason": "stop", "index": 0, "message": {"content": CONTENT, "role": "assistant"}}],
             "usage": {
                 "completion_tokens": COMPLETION_TOKENS,
                 "prompt_tokens": prompt,
@@ -290,9 +282,7 @@ def register(  # noqa: C901 - route closures count as branches
                 record(caller, model, "acompletion", call_id, request_id, prompt, sent, started)
 
         headers = llm_headers(call_id, model, None, caller)
-        return Response(
-            events(), status=200, headers=headers, content_type="text/event-stream; charset=utf-8"
-        )
+        return Response(events(), status=200, headers=headers, content_type="text/event-stream; charset=utf-8")
 
     @app.post("/v1/completions")
     @app.post("/completions")
@@ -303,9 +293,7 @@ def register(  # noqa: C901 - route closures count as branches
         model = resolve_model(caller, body, "chat")
         call_id, request_id = str(uuid.uuid4()), f"chatcmpl-{uuid.uuid4()}"
         prompt = prompt_tokens_of(body)
-        cost = record(
-            caller, model, "atext_completion", call_id, request_id, prompt, COMPLETION_TOKENS, started
-        )
+        cost = record(caller, model, "atext_completion", call_id, request_id, prompt, COMPLETION_TOKENS, started)
         payload = {
             "id": request_id,
             "object": "text_completion",
@@ -336,10 +324,7 @@ def register(  # noqa: C901 - route closures count as branches
         cost = record(caller, model, "aembedding", call_id, call_id, prompt, 0, started)
         payload = {
             "model": model.name,
-            "data": [
-                {"embedding": [0.1, 0.2], "index": index, "object": "embedding"}
-                for index in range(len(items))
-            ],
+            "data": [{"embedding": [0.1, 0.2], "index": index, "object": "embedding"} for index in range(len(items))],
             "object": "list",
             "usage": {
                 "completion_tokens": 0,

@@ -185,8 +185,7 @@ class SimulatorState:
 
     def alias_taken(self, alias: str) -> bool:
         return any(
-            record.row.get("key_alias") == alias and not record.row.get("_deleted")
-            for record in self.keys.values()
+            record.row.get("key_alias") == alias and not record.row.get("_deleted") for record in self.keys.values()
         )
 
     def live_key_rows(self) -> list[dict[str, Any]]:
@@ -230,9 +229,7 @@ class SimulatorState:
         self.query_salt += 1
         return HistoryView(history, lo, hi, key_index, salt=self.query_salt)
 
-    def query(
-        self, lo_ms: int, hi_ms: int, token: str | None, offset: int, size: int
-    ) -> tuple[list[SpendRow], int]:
+    def query(self, lo_ms: int, hi_ms: int, token: str | None, offset: int, size: int) -> tuple[list[SpendRow], int]:
         view = self.history_view(lo_ms, hi_ms, token)
         live = self.live_in(lo_ms, hi_ms, token, visible_only=True)
         return merged_page(view, live, offset, size), len(view) + len(live)

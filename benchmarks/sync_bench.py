@@ -1,0 +1,261 @@
+"""Usage sync benchmark (issue 5): bulk import of 100k and 1M simulator spend rows into PostgreSQL.
+
+    .venv/bin/python benchmarks/sync_bench.py [--rows 1000000] [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
+
+Starts the LiteLLM simulator on loopback (seeded history), creates a scratch database, runs each import
+in a fresh worker process (so peak RSS is that import's own), then an incremental run with nothing new,
+and drops the database. Prints rows/s, peak RSS and where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DAYS = 30
+KEYS = 50
+MASTER_KEY = "sk-bench-master-key"
+READY_LINE = "LiteLLM simulator listening on"
+
+
+# ---------------------------------------------------------------- orchestration
+
+
+@contextmanager
+def scratch_database(admin_url: str) -> Iterator[str]:
+    admin = make_url(admin_url)
+    name = f"a1bench_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+@contextmanager
+def simulator(rows_per_day: int) -> Iterator[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "webapp.litellm.simulator",
+        "--port",
+        "0",
+        "--master-key",
+        MASTER_KEY,
+        "--days",
+        str(DAYS),
+        "--rows-per-day",
+        str(rows_per_day),
+        "--keys",
+        str(KEYS),
+        "--tie-group",
+        "2",
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if READY_LINE in line:
+                yield line.split()[-1].strip()
+                return
+        raise RuntimeError("the simulator did not start")
+    finally:
+        process.kill()
+        process.wait()
+
+
+def worker(database_url: str, litellm_url: str, *arguments: str) -> dict[str, Any]:
+    env = os.environ | {"BENCH_DATABASE_URL": database_url, "BENCH_LITELLM_URL": litellm_url}
+    command = [sys.executable, __file__, "--worker", *arguments]
+    output = subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
+    return dict(json.loads(output.strip().splitlines()[-1]))
+
+
+def migrate(database_url: str) -> None:
+    from flask_migrate import upgrade
+
+    with build_app(database_url, "http://127.0.0.1:1").app_context():
+        upgrade(directory=str(ROOT / "migrations"))
+
+
+def truncate_usage(database_url: str) -> None:
+    engine = sa.create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("TRUNCATE usage_logs, usage_rollups, sync_runs RESTART IDENTITY"))
+    engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the large import")
+    parser.add_argument("--small", type=int, default=100_000, help="rows in the small import")
+    parser.add_argument(
+        "--admin-url", default=os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    )
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--first-day", help=argparse.SUPPRESS)
+    parser.add_argument("--days", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--incremental", action="store_true", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.worker:
+        print(json.dumps(run_worker(options)))
+        return
+
+    rows_per_day = math.ceil(options.rows / DAYS)
+    small_days = max(1, round(options.small / rows_per_day))
+    with simulator(rows_per_day) as litellm_url, scratch_database(options.admin_url) as database_url:
+        migrate(database_url)
+        anchor = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DAYS)
+        first_day = f"{anchor:%Y-%m-%d}"
+        small = worker(database_url, litellm_url, "--first-day", first_day, "--days", str(small_days))
+        truncate_usage(database_url)
+        large = worker(database_url, litellm_url, "--first-day", first_day, "--days", str(DAYS))
+        idle = worker(database_url, litellm_url, "--incremental")
+    report(small, large, idle)
+
+
+def report(small: dict[str, Any], large: dict[str, Any], idle: dict[str, Any]) -> None:
+    for name, result in (("small", small), ("large", large)):
+        print(
+            f"{name}: {result['rows']} rows in {result['seconds']:.2f} s = {result['rows_per_s']:,.0f} rows/s, "
+            f"inserted {result['inserted']}, peak RSS {result['peak_rss_mb']:.1f} MB"
+        )
+        total = result["seconds"]
+        for stage, seconds in sorted(result["stages"].items(), key=lambda item: -item[1]):
+            print(f"    {stage:<28} {seconds:8.2f} s  {100 * seconds / total:5.1f} %")
+    print(f"RSS ratio large/small: {large['peak_rss_mb'] / small['peak_rss_mb']:.2f}")
+    print(f"RSS while importing the large run: {large['rss_samples_mb']}")
+    print(
+        f"incremental with nothing new: {idle['seconds'] * 1000:.0f} ms "
+        f"(fetched {idle['fetched']}, inserted {idle['inserted']})"
+    )
+
+
+# ---------------------------------------------------------------- the importing process
+
+
+def build_app(database_url: str, litellm_url: str) -> Any:
+    from webapp import create_app
+    from webapp.config import Config
+
+    settings = {
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "LITELLM_BASE_URL": litellm_url,
+        "LITELLM_MASTER_KEY": MASTER_KEY,
+        "LITELLM_FLAVOUR": "native",
+        "SCHEDULER_ENABLED": False,
+        "REDIS_URL": None,
+    }
+    return create_app(type("BenchConfig", (Config,), settings))
+
+
+class Stages:
+    """Perf counters wrapped around the import's stages (inclusive times, nested stages subtracted)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def wrap(self, owner: Any, name: str, stage: str) -> None:
+        original: Callable[..., Any] = getattr(owner, name)
+        seconds = self.seconds
+
+        @wraps(original)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                seconds[stage] += time.perf_counter() - started
+
+        setattr(owner, name, staticmethod(timed) if isinstance(owner.__dict__.get(name), staticmethod) else timed)
+
+
+def instrument() -> Stages:
+    from webapp.litellm import native, transport
+    from webapp.sync import walk
+
+    stages = Stages()
+    stages.wrap(transport.Transport, "_send", "http (request + body)")
+    stages.wrap(transport.Transport, "_json_or_none", "json parse")
+    stages.wrap(native.SpendLogWalk, "_entries", "rows -> SpendLogEntry")
+    stages.wrap(walk.RunWalker, "_take", "mapping -> UsageRecord")
+    stages.wrap(walk, "record_usage", "insert (record_usage)")
+    stages.wrap(walk.RunWalker, "_checkpoint", "checkpoint (insert+commit)")
+    return stages
+
+
+def rss_mb() -> float:
+    import psutil
+
+    return float(psutil.Process().memory_info().rss) / 2**20
+
+
+def run_worker(options: argparse.Namespace) -> dict[str, Any]:
+    from webapp.sync.service import dates_window, run_bulk_import, run_incremental
+
+    app = build_app(os.environ["BENCH_DATABASE_URL"], os.environ["BENCH_LITELLM_URL"])
+    stages = instrument()
+    samples: list[float] = []
+    next_sample = [100_000]
+
+    def sample(run: Any) -> None:
+        if run.fetched >= next_sample[0]:
+            samples.append(round(rss_mb(), 1))
+            next_sample[0] *= 10 if next_sample[0] < 1_000_000 else 2
+
+    with app.app_context():
+        started = time.perf_counter()
+        if options.incremental:
+            outcome = run_incremental()
+        else:
+            first = datetime.strptime(options.first_day, "%Y-%m-%d").date()
+            window = dates_window(first, first + timedelta(days=options.days - 1), datetime.now(UTC))
+            outcome = run_bulk_import(window, on_progress=sample)
+        seconds = time.perf_counter() - started
+    if outcome.status != "succeeded":
+        raise SystemExit(f"import failed: {outcome.message}")
+    checkpoint = stages.seconds.pop("checkpoint (insert+commit)", 0.0)
+    insert = stages.seconds.get("insert (record_usage)", 0.0)
+    stages.seconds["commit + cursor"] = checkpoint - insert
+    stages.seconds["http (request + body)"] -= 0.0
+    accounted = sum(stages.seconds.values())
+    stages.seconds["other (paging, client glue)"] = seconds - accounted
+    samples.append(round(rss_mb(), 1))
+    return {
+        "rows": outcome.fetched,
+        "inserted": outcome.inserted,
+        "fetched": outcome.fetched,
+        "seconds": seconds,
+        "rows_per_s": outcome.fetched / seconds if seconds else 0.0,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_samples_mb": samples,
+        "stages": dict(stages.seconds),
+    }
+
+
+if __name__ == "__main__":
+    main()
