@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 
 from webapp.extensions import db
-from webapp.models import ApiKey, Tenant, User
+from webapp.models import ApiKey, Tenant, UsageSource, User
 from webapp.usage.recording import UsageRecord, record_usage
 
 
@@ -40,7 +40,7 @@ def _records(prefix: str, tenant_id: int | None, key_id: int | None, now: dateti
     for index in range(count):
         yield UsageRecord(
             request_id=f"{prefix}-{index}",
-            source=extra.get("source", "proxy"),
+            source=UsageSource(extra.get("source", "proxy")),
             occurred_at=now - timedelta(hours=index * 7, minutes=index),
             litellm_key_id=extra.get("litellm_key_id", f"tok-{prefix}"),
             tenant_id=tenant_id,

@@ -246,3 +246,23 @@ def test_htmx_assign_and_unassign_swap_the_row(
     plain = web.post(f"/staff/key-mappings/{token}", data={"tenant_id": str(acme.tenant.id)})
     assert plain.status_code == 302
     assert "sim-key-0004" in web.get("/staff/keys").get_data(as_text=True)
+
+
+def test_import_in_the_v1_flavour_maps_by_user_email(
+    keys_app: Flask, acme: TenantSetup, sim_user: User, create_key: Callable[..., dict[str, Any]], simulator: Any
+) -> None:
+    create_key(acme)  # ours: /v1/key/list shows no metadata, it must still not be imported as foreign
+    keys_app.config["LITELLM_FLAVOUR"] = "v1"
+    webapp.litellm.init_app(keys_app)
+    try:
+        result = _import(keys_app)
+    finally:
+        keys_app.config["LITELLM_FLAVOUR"] = "native"
+        webapp.litellm.init_app(keys_app)
+    assert result.exit_code == 0, result.output
+    assert "Seen 6 LiteLLM keys: 5 new" in result.output and "1 mapped" in result.output
+    owners = {token: tenant for token, tenant, _, _ in _rows(keys_app)}
+    assert owners[simulator.token(1)] == acme.tenant.id
+    with keys_app.app_context():
+        ours = db.session.scalars(sa.select(LiteLLMKey).where(LiteLLMKey.origin == "platform")).one()
+        assert ours.key_metadata["platform"] == "a1saas" and ours.tenant_id == acme.tenant.id

@@ -169,9 +169,7 @@ def tenant_key(
 ) -> Callable[..., str]:
     """A fresh tenant on a plan with the given fields, and one key for it; returns the key's secret."""
 
-    def factory(
-        plan: dict[str, Any] | None = None, tenant: dict[str, Any] | None = None, **key_fields: Any
-    ) -> str:
+    def factory(plan: dict[str, Any] | None = None, tenant: dict[str, Any] | None = None, **key_fields: Any) -> str:
         owner = make_tenant(plan=make_plan(**(plan or {})), **(tenant or {}))
         return make_api_key(owner, **key_fields)
 

@@ -71,7 +71,9 @@ class ScriptedUpstream:
             return Response(orjson.dumps({"data": data, "object": "list"}), mimetype="application/json")
         body = orjson.loads(request.get_data() or b"{}")
         if body.get("model") == "broken":
-            error = {"error": {"message": "mock failure", "type": "internal_server_error", "param": None, "code": "500"}}
+            error = {
+                "error": {"message": "mock failure", "type": "internal_server_error", "param": None, "code": "500"}
+            }
             headers = {"x-litellm-call-id": str(uuid.uuid4())}
             return Response(orjson.dumps(error), status=500, mimetype="application/json", headers=headers)
         if body.get("stream"):
@@ -103,7 +105,7 @@ class ScriptedUpstream:
                     yield _chunk(completion_id, {"content": f"w{index} "})
                     events.chunks_sent += 1
                     time.sleep(state.chunk_delay)
-                yield _chunk(completion_id, {}) .replace(b'"delta":{}', b'"delta":{},"finish_reason":"stop"')
+                yield _chunk(completion_id, {}).replace(b'"delta":{}', b'"delta":{},"finish_reason":"stop"')
                 if include_usage:
                     usage = {"prompt_tokens": 7, "completion_tokens": state.chunks, "total_tokens": 7 + state.chunks}
                     yield _chunk(completion_id, {}, {**usage, "cost": float(COST)})

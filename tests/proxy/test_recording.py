@@ -59,7 +59,9 @@ def test_other_tenants_keys_and_ids_stay_apart(proxy: ProxyEnv, make_tenant, mak
     tenant_a, tenant_b = make_tenant(), make_tenant(status=TenantStatus.SUSPENDED)
     secret_a, secret_b = make_api_key(tenant_a), make_api_key(tenant_b)
     spoofed = {**auth(secret_a), "X-Tenant-Id": str(tenant_b.id), "OpenAI-Organization": str(tenant_b.id)}
-    assert proxy.client.post("/v1/chat/completions", json=chat(user=str(tenant_b.id)), headers=spoofed).status_code == 200
+    assert (
+        proxy.client.post("/v1/chat/completions", json=chat(user=str(tenant_b.id)), headers=spoofed).status_code == 200
+    )
     assert proxy.client.post("/v1/chat/completions", json=chat(), headers=auth(secret_b)).status_code == 403
     # refusals at the authentication stage (unknown, revoked, suspended) are not usage: nothing recorded
     assert [(r.tenant_id, r.status_code) for r in proxy.usage_rows()] == [(tenant_a.id, 200)]
@@ -68,6 +70,8 @@ def test_other_tenants_keys_and_ids_stay_apart(proxy: ProxyEnv, make_tenant, mak
         from webapp.models import ApiKey
         from webapp.security import hash_secret
 
-        db.session.execute(sa.update(ApiKey).where(ApiKey.secret_hash == hash_secret(imported)).values(secret_hash=None))
+        db.session.execute(
+            sa.update(ApiKey).where(ApiKey.secret_hash == hash_secret(imported)).values(secret_hash=None)
+        )
         db.session.commit()
     assert proxy.client.post("/v1/chat/completions", json=chat(), headers=auth(imported)).status_code == 401

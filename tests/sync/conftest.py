@@ -77,6 +77,8 @@ def sync_simulator() -> Iterator[Simulator]:
         str(SIM_KEYS),
         "--tie-group",
         "3",
+        "--anchor",
+        f"{datetime.now(UTC).date() - timedelta(days=SIM_DAYS + 1):%Y-%m-%d}",  # history ends a day before now
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:

@@ -72,7 +72,7 @@ def test_bulk_button_imports_in_the_background_with_live_progress(
     simulator.faults(latency_ms=30)
     client = native_app.test_client()
     login(client, make_user("staff"))
-    started = client.post("/staff/sync/bulk", data={"days": "3"}, headers={"HX-Request": "true"})
+    started = client.post("/staff/sync/bulk", data={"days": "4"}, headers={"HX-Request": "true"})
     html = started.get_data(as_text=True)
     assert started.status_code == 200 and "started" in html and 'hx-trigger="load delay:1s"' in html
 

@@ -10,7 +10,7 @@ import plotly.io as pio
 from webapp.usage.queries import GroupRow, SeriesPoint
 
 PALETTE = ("#3457d5", "#067647", "#b54708", "#7a2e9e", "#0e7490", "#b42318", "#4b5563", "#a16207")
-CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
+CONFIG = {"displaylogo": False, "responsive": True, "displayModeBar": False}
 BASE_LAYOUT: dict[str, Any] = {
     "height": 260,
     "margin": {"l": 56, "r": 16, "t": 36, "b": 40},

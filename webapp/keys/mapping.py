@@ -153,7 +153,7 @@ def _add_imported(key: VirtualKey) -> LiteLLMKey:
         key_alias=key.key_alias,
         key_name=key.key_name,
         origin=ORIGIN_IMPORTED,
-        key_metadata=dict(key.metadata),
+        key_metadata={name: value for name, value in key.metadata.items() if value is not None},
         litellm_status=remote_status(key),
     )
     db.session.add(row)
@@ -161,11 +161,16 @@ def _add_imported(key: VirtualKey) -> LiteLLMKey:
 
 
 def _refresh(row: LiteLLMKey, key: VirtualKey) -> bool:
-    """Update what the listing tells; a sparse listing (the v1 flavour) never blanks what we know, and
-    the status of our own keys is reconcile's business."""
-    listed: dict[str, Any] = {"key_alias": key.key_alias, "key_name": key.key_name, "key_metadata": dict(key.metadata)}
-    if row.origin == ORIGIN_IMPORTED:
-        listed["litellm_status"] = remote_status(key)
+    """Keep an imported key's row current. A sparse listing (the v1 flavour) never blanks what we know;
+    rows of our own keys are ours to write (their LiteLLM status is reconcile's business)."""
+    if row.origin != ORIGIN_IMPORTED:
+        return False
+    listed: dict[str, Any] = {
+        "key_alias": key.key_alias,
+        "key_name": key.key_name,
+        "key_metadata": {name: value for name, value in key.metadata.items() if value is not None},
+        "litellm_status": remote_status(key),
+    }
     changed = {name: value for name, value in listed.items() if value and getattr(row, name) != value}
     for name, value in changed.items():
         setattr(row, name, value)
@@ -211,7 +216,10 @@ def _tenant_of_user(value: object) -> int | None:
     if not isinstance(value, str | int) or value == "":
         return None
     text = str(value).strip()
-    condition = sa.func.lower(User.email) == text.lower() if "@" in text else User.id == _as_int(text)
+    user_id = _as_int(text)
+    if "@" not in text and user_id is None:
+        return None
+    condition = sa.func.lower(User.email) == text.lower() if "@" in text else User.id == user_id
     statement = sa.select(User.tenant_id).where(condition, User.role != UserRole.STAFF)
     return db.session.scalar(statement)
 

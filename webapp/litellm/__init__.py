@@ -30,9 +30,10 @@ def build_client(config: Mapping[str, Any]) -> LiteLLMClient:
         raise ValueError(f"LITELLM_FLAVOUR must be one of {FLAVOURS}, not {flavour!r}")
     transport = Transport(TransportSettings.from_config(config))
     cache = build_cache(config.get("REDIS_URL"), float(config.get("LITELLM_CACHE_TTL", 60)))
+    prefetch_pages = int(config.get("LITELLM_PREFETCH_PAGES") or 0)
     if flavour == "v1":
-        return V1Client(transport, cache)
-    return NativeClient(transport, cache)
+        return V1Client(transport, cache, prefetch_pages=prefetch_pages)
+    return NativeClient(transport, cache, prefetch_pages=prefetch_pages)
 
 
 def init_app(app: Flask) -> None:

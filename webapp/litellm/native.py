@@ -1,8 +1,20 @@
-"""Client for stock LiteLLM (flavour "native"): virtual keys, /spend/logs/v2, health and models."""
+"""Client for stock LiteLLM (flavour "native"): virtual keys, /spend/logs/v2, health and models.
+
+Prefetch (`prefetch_pages` > 0, config LITELLM_PREFETCH_PAGES): the spend-log walk runs in a background
+thread, at most `prefetch_pages` chunks ahead of the caller, so LiteLLM builds and sends the next page
+while the caller stores the current one. The thread runs the very same walk (same requests, same order,
+same keyset rules), so the rows are exactly those of the sequential walk: start <= startTime < end, no
+skips or duplicates with ties or late rows. Only timing differs: a late row landing just ahead of the
+cursor is seen if it arrives before the thread reads that part of the window, as it would be before the
+sequential walk does. Memory: the caller's page, `prefetch_pages` queued chunks and the page in flight.
+"""
 
 from __future__ import annotations
 
+import gc
 import logging
+import queue
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -32,6 +44,7 @@ KEY_LIST_PAGE = 100
 DENSE_SECOND_PASSES = 3
 ONE_SECOND = timedelta(seconds=1)
 MODELS_CACHE_KEY = "models"
+PREFETCH_POLL_S = 0.1
 
 
 def litellm_datetime(moment: datetime) -> str:
@@ -66,6 +79,63 @@ def paged(chunks: Iterable[list[SpendLogEntry]], page_size: int) -> Iterator[Spe
             del pending[:page_size]
     if pending or number == 0:
         yield SpendLogPage(entries=tuple(pending), page=number + 1, has_more=False)
+
+
+class _Prefetcher:
+    """The background half of `prefetched`: runs the walk and hands its chunks over a bounded queue."""
+
+    def __init__(self, chunks: Iterator[list[SpendLogEntry]], depth: int) -> None:
+        self.chunks = chunks
+        self.handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=max(1, depth))
+        self.stop = threading.Event()
+        self.worker = threading.Thread(target=self.run, name="litellm-prefetch", daemon=True)
+
+    def offer(self, kind: str, value: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.handoff.put((kind, value), timeout=PREFETCH_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(self) -> None:
+        try:
+            for chunk in self.chunks:
+                if not self.offer("chunk", chunk):
+                    return
+            self.offer("end", None)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self.offer("error", exc)
+        finally:
+            close = getattr(self.chunks, "close", None)
+            if close is not None:
+                close()
+
+    def cancel(self) -> None:
+        self.stop.set()
+        while not self.handoff.empty():
+            self.handoff.get_nowait()
+
+
+def prefetched(chunks: Iterator[list[SpendLogEntry]], depth: int) -> Iterator[list[SpendLogEntry]]:
+    """Yields `chunks` as they are, computed by a background thread at most `depth` chunks ahead.
+
+    An error of the walk is raised here, after the chunks that came before it. Leaving the loop early
+    (break, exception, close) stops the thread at its next chunk boundary."""
+    prefetcher = _Prefetcher(chunks, depth)
+    prefetcher.worker.start()
+    try:
+        while True:
+            kind, value = prefetcher.handoff.get()
+            if kind == "chunk":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        prefetcher.cancel()
 
 
 def key_spec_body(spec: KeySpec) -> dict[str, Any]:
@@ -114,13 +184,14 @@ class SpendLogWalk:
         query_end = ceil_second(end)
         while cursor < end:
             entries = self._fetch(floor_second(cursor), query_end, page=1)
-            wanted = [entry for entry in entries if cursor <= entry.occurred_at < end]
             if len(entries) < self.page_size:
+                wanted = [entry for entry in entries if cursor <= entry.occurred_at < end]
                 if wanted:
                     yield wanted
                 return
             last = entries[-1].occurred_at
-            head = [entry for entry in wanted if entry.occurred_at < last]
+            bound = min(last, end)
+            head = [entry for entry in entries if cursor <= entry.occurred_at < bound]
             if head:
                 yield head
             if last >= end:
@@ -168,7 +239,15 @@ class SpendLogWalk:
             page += 1
 
     def _fetch(self, start: datetime, end: datetime, page: int) -> list[SpendLogEntry]:
-        return self._entries(self._fetch_payload(start, end, page))
+        # A page is ~70,000 fresh objects, none in a cycle: without the pause the cyclic GC runs about a
+        # hundred times per page for nothing (about a fifth of parse + map).
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return self._entries(self._fetch_payload(start, end, page))
+        finally:
+            if paused:
+                gc.enable()
 
     def _fetch_payload(self, start: datetime, end: datetime, page: int) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -189,17 +268,17 @@ class SpendLogWalk:
         data = payload.get("data")
         if not isinstance(data, list):
             raise LiteLLMMalformedResponse(f"{SPEND_LOGS_PATH} answered without a data list")
-        row = parsing.native_spend_row
-        return [row(item) for item in data]
+        return parsing.native_spend_rows(data)
 
 
 class NativeClient:
     flavour = "native"
 
-    def __init__(self, transport: Transport, cache: Cache | None = None) -> None:
+    def __init__(self, transport: Transport, cache: Cache | None = None, prefetch_pages: int = 0) -> None:
         self.transport = transport
         self.base_url = transport.base_url
         self.cache: Cache = cache or NullCache()
+        self.prefetch_pages = prefetch_pages  # > 0: walk spend logs in a background thread (module doc)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
@@ -282,7 +361,10 @@ class NativeClient:
     # spend logs
     def iter_spend_log_pages(self, start: datetime, end: datetime, page_size: int = 1000) -> Iterator[SpendLogPage]:
         walk = SpendLogWalk(self.transport, start, end, page_size)
-        return paged(walk.chunks(), walk.page_size)
+        return paged(self._maybe_prefetched(walk.chunks()), walk.page_size)
+
+    def _maybe_prefetched(self, chunks: Iterator[list[SpendLogEntry]]) -> Iterator[list[SpendLogEntry]]:
+        return prefetched(chunks, self.prefetch_pages) if self.prefetch_pages > 0 else chunks
 
     def usage_totals(self, start: datetime, end: datetime, token: str | None = None) -> UsageTotals:
         """Summed from the spend logs (exact window, failures counted as requests): /global/activity has

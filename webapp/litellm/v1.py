@@ -51,8 +51,10 @@ def is_midnight(moment: datetime) -> bool:
 class V1Client(NativeClient):
     flavour = "v1"
 
-    def __init__(self, transport: Any, cache: Cache | None = None, logs_limit: int = MAX_LOGS_LIMIT) -> None:
-        super().__init__(transport, cache)
+    def __init__(
+        self, transport: Any, cache: Cache | None = None, logs_limit: int = MAX_LOGS_LIMIT, prefetch_pages: int = 0
+    ) -> None:
+        super().__init__(transport, cache, prefetch_pages)
         self.logs_limit = max(MIN_LOGS_LIMIT, min(logs_limit, MAX_LOGS_LIMIT))
 
     # keys: listing is the brief's /v1/key/list; the rest is inherited from the native client
@@ -71,7 +73,7 @@ class V1Client(NativeClient):
     # spend logs
     def iter_spend_log_pages(self, start: datetime, end: datetime, page_size: int = 1000) -> Iterator[SpendLogPage]:
         start, end = require_aware(start, "start"), require_aware(end, "end")
-        return paged(self._chunks(start, end), max(1, page_size))
+        return paged(self._maybe_prefetched(self._chunks(start, end)), max(1, page_size))
 
     def _chunks(self, start: datetime, end: datetime) -> Iterator[list[SpendLogEntry]]:
         seen: set[str] = set()
@@ -88,7 +90,7 @@ class V1Client(NativeClient):
     def _day(self, day: date, api_key: str | None = None) -> list[SpendLogEntry]:
         rows = self._logs(day, api_key)
         if len(rows) < self.logs_limit:
-            return [parsing.v1_spend_row(row) for row in rows]
+            return parsing.v1_spend_rows(rows)
         if api_key is not None:
             raise LiteLLMTruncatedLogs(
                 f"{LOGS_PATH} returned its limit of {self.logs_limit} rows for one key on {day_string(day)}; "

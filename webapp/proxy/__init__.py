@@ -29,9 +29,7 @@ def init_app(app: Flask) -> None:
     app.extensions[EXTENSION_KEY] = ProxyServices(
         key_cache=KeyCache(config["PROXY_KEY_CACHE_TTL"]),
         counters=counters,
-        budget=BudgetGuard(
-            counters, estimator, config["PROXY_BUDGET_SPENT_TTL"], config["PROXY_READ_TIMEOUT"] + 60
-        ),
+        budget=BudgetGuard(counters, estimator, config["PROXY_BUDGET_SPENT_TTL"], config["PROXY_READ_TIMEOUT"] + 60),
         estimator=estimator,
         upstream=Upstream(
             config["LITELLM_BASE_URL"],
@@ -44,6 +42,7 @@ def init_app(app: Flask) -> None:
             config["PROXY_USAGE_BATCH_SIZE"],
             config["PROXY_USAGE_RETRY_SECONDS"],
             config["PROXY_LAST_USED_RESOLUTION"],
+            config["PROXY_USAGE_BATCH_INTERVAL"],
         ),
         default_rpm=config["PROXY_DEFAULT_RPM_LIMIT"],
         default_tpm=config["PROXY_DEFAULT_TPM_LIMIT"],

@@ -78,9 +78,7 @@ class CostEstimator:
 
 
 class BudgetGuard:
-    def __init__(
-        self, store: CounterStore, estimator: CostEstimator, spent_ttl: int, hold_seconds: float
-    ) -> None:
+    def __init__(self, store: CounterStore, estimator: CostEstimator, spent_ttl: int, hold_seconds: float) -> None:
         self.store = store
         self.estimator = estimator
         self.spent_ttl = spent_ttl

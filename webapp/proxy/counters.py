@@ -103,7 +103,11 @@ class RedisCounters:
         import redis
 
         self.prefix = prefix
-        self._client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        # Blocking pool: a burst of concurrent requests waits briefly for a connection instead of failing.
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=200, timeout=2.0, socket_timeout=1.0, socket_connect_timeout=1.0
+        )
+        self._client = redis.Redis(connection_pool=pool)
         self._rate = self._client.register_script(RATE_SCRIPT)
         self._reserve = self._client.register_script(RESERVE_SCRIPT)
         self._settle = self._client.register_script(SETTLE_SCRIPT)
@@ -114,9 +118,7 @@ class RedisCounters:
             args.extend((bucket.limit, bucket.cost))
         result = self._rate(keys=[self.prefix + b.key for b in buckets], args=args)
         denied = int(result[1])
-        return RateDecision(
-            bool(result[0]), denied - 1 if denied else None, tuple(int(v) for v in result[2:])
-        )
+        return RateDecision(bool(result[0]), denied - 1 if denied else None, tuple(int(v) for v in result[2:]))
 
     def add(self, adjustments: Sequence[tuple[str, int]], ttl: int) -> None:
         pipeline = self._client.pipeline(transaction=False)

@@ -111,3 +111,7 @@ def upstream_unavailable() -> ProxyError:
 
 def upstream_timeout() -> ProxyError:
     return ProxyError(504, "The model service did not answer in time.", "api_error", "upstream_timeout")
+
+
+def counters_unavailable() -> ProxyError:
+    return ProxyError(503, "Rate limiting is unavailable; try again shortly.", "api_error", "service_unavailable")

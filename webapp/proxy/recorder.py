@@ -1,6 +1,7 @@
 """Usage rows written off the request path: a per-worker queue drained by one background writer.
 
-The answer never waits for the database. Each batch goes through `record_usage` (insert-if-new on
+The answer never waits for the database; rows are written at most PROXY_USAGE_BATCH_INTERVAL seconds
+after their request ends, in batches. Each batch goes through `record_usage` (insert-if-new on
 request_id) and is committed; only then are budget reservations settled and token estimates corrected,
 so a crash loses at most the queue, never a charge recorded twice. A failing database is retried with
 backoff until it recovers; on shutdown the queue is flushed (gunicorn `worker_exit`, atexit).
@@ -38,9 +39,17 @@ class PendingUsage:
 
 
 class UsageWriter:
-    def __init__(self, app: Flask, batch_size: int, retry_seconds: float, last_used_resolution: int) -> None:
+    def __init__(
+        self,
+        app: Flask,
+        batch_size: int,
+        retry_seconds: float,
+        last_used_resolution: int,
+        batch_interval: float = 0.0,
+    ) -> None:
         self.app = app
         self.batch_size = batch_size
+        self.batch_interval = batch_interval
         self.retry_seconds = retry_seconds
         self.last_used_resolution = timedelta(seconds=last_used_resolution)
         self._queue: queue.Queue[PendingUsage] = queue.Queue()
@@ -82,6 +91,8 @@ class UsageWriter:
             finally:
                 for _ in batch:
                     self._queue.task_done()
+            # A write costs about the same for 1 row as for 100: gather a little before the next one.
+            time.sleep(self.batch_interval)
 
     def _next_batch(self) -> list[PendingUsage]:
         batch = [self._queue.get()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from typing import Any
 import orjson
 import urllib3
 from flask import Response, current_app
+from redis.exceptions import RedisError
 from urllib3.exceptions import HTTPError
 
 from webapp.models import UsageSource, utcnow
@@ -25,6 +27,8 @@ from webapp.proxy.recorder import PendingUsage, UsageWriter
 from webapp.proxy.streaming import SseRelay, StreamTally
 from webapp.proxy.upstream import Upstream, iter_raw_chunks
 from webapp.usage.recording import UsageRecord
+
+log = logging.getLogger(__name__)
 
 EXTENSION_KEY = "a1_proxy"
 PASSED_UPSTREAM_HEADERS = ("x-litellm-call-id",)
@@ -140,9 +144,7 @@ class ProxyCall:
         wanted = options.get("include_usage") is True
         return orjson.dumps({**body, "stream_options": {**options, "include_usage": True}}), wanted
 
-    def _answer_headers(
-        self, upstream_response: urllib3.BaseHTTPResponse, request_id: str | None
-    ) -> dict[str, str]:
+    def _answer_headers(self, upstream_response: urllib3.BaseHTTPResponse, request_id: str | None) -> dict[str, str]:
         headers = {**self.headers, "x-request-id": request_id} if request_id else dict(self.headers)
         for name in PASSED_UPSTREAM_HEADERS:
             if value := upstream_response.headers.get(name):
@@ -201,9 +203,7 @@ class ProxyCall:
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
 
-    def record_stream(
-        self, tally: StreamTally, outcome: str, call_id: str | None, first_chunk_ms: int | None
-    ) -> None:
+    def record_stream(self, tally: StreamTally, outcome: str, call_id: str | None, first_chunk_ms: int | None) -> None:
         metadata: dict[str, Any] = {
             "litellm_call_id": call_id,
             "stream": True,
@@ -286,6 +286,9 @@ def proxy_completion(endpoint: str, authorization: str | None, raw: bytes) -> Re
         call.record_refusal(error)
         error.headers = {**call.headers, **error.headers}
         raise
+    except RedisError as exc:  # fail closed: limits and budgets cannot be checked
+        log.exception("counter store unavailable")
+        raise errors.counters_unavailable() from exc
 
 
 def list_models(authorization: str | None) -> Response:

@@ -11,6 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -32,6 +33,7 @@ ROLLUP_SUMS = (
     *LATENCY_COLUMNS,
 )
 INSERT_CHUNK = 2000
+PG_CHUNK = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,13 @@ class RecordResult:
 
 def record_usage(records: Sequence[UsageRecord]) -> RecordResult:
     """Insert the records not yet stored and add them to the rollups. Flushes; the caller commits."""
+    if not records:
+        return RecordResult(inserted=0, duplicates=0)
+    if db.session.get_bind().dialect.name == "postgresql":
+        inserted_count = sum(
+            _record_on_postgresql(records[start : start + PG_CHUNK]) for start in range(0, len(records), PG_CHUNK)
+        )
+        return RecordResult(inserted=inserted_count, duplicates=len(records) - inserted_count)
     inserted: list[dict[str, Any]] = []
     for start in range(0, len(records), INSERT_CHUNK):
         inserted.extend(_insert_new(records[start : start + INSERT_CHUNK]))
@@ -192,3 +201,112 @@ def add_to_rollups(rows: Iterable[dict[str, Any]], sign: int = 1) -> None:
             set_={column: table.c[column] + statement.excluded[column] for column in ROLLUP_SUMS},
         )
         db.session.execute(statement)
+
+
+# ---------------------------------------------------------------- PostgreSQL fast path
+# One statement per chunk: the rows travel as one array per column (no per-row SQL compilation),
+# the insert skips known request_ids, and the rollups are summed from exactly the rows it inserted.
+
+PG_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("request_id", "text"),
+    ("tenant_id", "int"),
+    ("api_key_id", "int"),
+    ("source", "text"),
+    ("litellm_key_id", "text"),
+    ("occurred_at", "timestamptz"),
+    ("model", "text"),
+    ("endpoint", "text"),
+    ("prompt_tokens", "int"),
+    ("completion_tokens", "int"),
+    ("total_tokens", "int"),
+    ("cost", "numeric"),
+    ("response_time_ms", "int"),
+    ("status_code", "int"),
+    ("metadata", "jsonb"),
+)
+
+
+def _latency_filters() -> list[str]:
+    filters, lower = [], None
+    for index, bound in enumerate(LATENCY_BUCKET_BOUNDS_MS):
+        conditions = ["response_time_ms IS NOT NULL"]
+        if lower is not None:
+            conditions.append(f"response_time_ms > {lower}")
+        if bound is not None:
+            conditions.append(f"response_time_ms <= {bound}")
+        filters.append(f"count(*) FILTER (WHERE {' AND '.join(conditions)}) AS latency_b{index}")
+        lower = bound
+    return filters
+
+
+def _postgresql_statement() -> str:
+    arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in PG_COLUMNS)
+    names = ", ".join(name for name, _ in PG_COLUMNS)
+    sums = ", ".join(f"{column} = usage_rollups.{column} + EXCLUDED.{column}" for column in ROLLUP_SUMS)
+    return f"""
+WITH inserted AS (
+    INSERT INTO usage_logs ({names}, created_at)
+    SELECT {names}, now() FROM unnest({arrays}) AS incoming({names})
+    ON CONFLICT (request_id) DO NOTHING
+    RETURNING occurred_at, tenant_id, api_key_id, model, status_code,
+              prompt_tokens, completion_tokens, total_tokens, cost, response_time_ms
+), rolled AS (
+    INSERT INTO usage_rollups (granularity, bucket_start, tenant_id, api_key_id, model, {", ".join(ROLLUP_SUMS)})
+    SELECT granularity.name,
+           date_trunc(granularity.name, occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+           coalesce(tenant_id, 0), coalesce(api_key_id, 0), coalesce(model, ''),
+           count(*), count(*) FILTER (WHERE status_code >= 400),
+           sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), sum(cost),
+           coalesce(sum(response_time_ms), 0), count(response_time_ms),
+           {", ".join(_latency_filters())}
+    FROM inserted CROSS JOIN (VALUES ('hour'), ('day')) AS granularity(name)
+    GROUP BY 1, 2, 3, 4, 5
+    ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT ON CONSTRAINT uq_usage_rollups_bucket DO UPDATE SET {sums}
+    RETURNING 1
+)
+SELECT count(*) FROM inserted
+"""
+
+
+_PG_STATEMENT = sa.text(_postgresql_statement())
+
+
+def _record_on_postgresql(records: Sequence[UsageRecord]) -> int:
+    """Each column goes as one PostgreSQL array literal: a single string parameter that the server
+    parses in one go (a list would become an ARRAY[...] expression with one node per value)."""
+    unique = list({record.request_id: record for record in records}.values())
+    dumps = orjson.dumps
+    columns = {
+        "request_id": _text_array([record.request_id for record in unique]),
+        "tenant_id": _plain_array([record.tenant_id for record in unique]),
+        "api_key_id": _plain_array([record.api_key_id for record in unique]),
+        "source": _text_array([record.source.value for record in unique]),
+        "litellm_key_id": _text_array([record.litellm_key_id for record in unique]),
+        "occurred_at": _plain_array([record.occurred_at.isoformat() for record in unique]),
+        "model": _text_array([record.model for record in unique]),
+        "endpoint": _text_array([record.endpoint for record in unique]),
+        "prompt_tokens": _plain_array([record.prompt_tokens for record in unique]),
+        "completion_tokens": _plain_array([record.completion_tokens for record in unique]),
+        "total_tokens": _plain_array([record.total_tokens for record in unique]),
+        "cost": _plain_array([record.cost for record in unique]),
+        "response_time_ms": _plain_array([record.response_time_ms for record in unique]),
+        "status_code": _plain_array([record.status_code for record in unique]),
+        "metadata": _text_array([dumps(record.metadata, default=str).decode() for record in unique]),
+    }
+    return int(db.session.execute(_PG_STATEMENT, columns).scalar_one())
+
+
+def _plain_array(values: Sequence[Any]) -> str:
+    """Numbers and ISO timestamps need no quoting inside an array literal."""
+    return "{" + ",".join("NULL" if value is None else str(value) for value in values) + "}"
+
+
+def _text_array(values: Sequence[str | None]) -> str:
+    return "{" + ",".join("NULL" if value is None else _quoted(value) for value in values) + "}"
+
+
+def _quoted(value: str) -> str:
+    if "\\" in value or '"' in value:
+        value = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{value}"'

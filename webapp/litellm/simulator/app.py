@@ -17,10 +17,10 @@ from webapp.litellm.simulator import llm
 from webapp.litellm.simulator.rows import (
     DAY_MS,
     MODELS_BY_NAME,
-    SpendRow,
+    PageItem,
     ms_to_iso_z,
-    v1_row,
-    v2_row,
+    render_v1,
+    render_v2,
 )
 from webapp.litellm.simulator.state import SimulatorOptions, SimulatorState, token_of
 
@@ -386,25 +386,24 @@ def create_simulator_app(options: SimulatorOptions) -> Flask:  # noqa: C901 - ro
         if sort_by not in SPEND_SORTS or sort_order not in ("asc", "desc"):
             return error_response(400, f"Invalid sort: {sort_by} {sort_order}", "bad_request")
         token = request.args.get("api_key") or None
-        rows, total = spend_page(state, lo_ms, hi_ms, token, page, page_size, sort_order == "desc")
+        items, total = spend_page(state, lo_ms, hi_ms, token, page, page_size, sort_order == "desc")
         capped = min(total, MAX_TOTAL)
-        return json_response(
-            {
-                "data": [v2_row(row) for row in rows],
-                "total": capped,
-                "page": page,
-                "page_size": page_size,
-                "total_pages": math.ceil(capped / page_size),
-                "total_is_capped": total > MAX_TOTAL,
-            }
-        )
+        rest = {
+            "total": capped,
+            "page": page,
+            "page_size": page_size,
+            "total_pages": math.ceil(capped / page_size),
+            "total_is_capped": total > MAX_TOTAL,
+        }
+        body = render_v2(state.history, items, '{"data":[', "]," + orjson.dumps(rest).decode()[1:])
+        return Response(body, mimetype="application/json")
 
     @app.get("/spend/logs")
     def spend_logs_v1() -> Response:
         """Deprecated v1 route, only the undated form: newest rows first, capped."""
         require_master()
-        rows, _ = spend_page(state, 0, 4_102_444_800_000, None, 1, MAX_TOTAL, descending=True)
-        return json_response([v2_row(row) for row in rows])
+        items, _ = spend_page(state, 0, 4_102_444_800_000, None, 1, MAX_TOTAL, descending=True)
+        return Response(render_v2(state.history, items), mimetype="application/json")
 
     # ---- the brief's endpoints (flavour v1)
     def brief_window() -> tuple[int, int, str | None]:
@@ -418,8 +417,8 @@ def create_simulator_app(options: SimulatorOptions) -> Flask:  # noqa: C901 - ro
         require_master()
         lo_ms, hi_ms, token = brief_window()
         limit = int_arg("limit", 100, 100, 10_000)
-        rows, _ = state.query(lo_ms, hi_ms, token, 0, limit)
-        return json_response([v1_row(row, state.secret_of) for row in rows])
+        items, _ = state.query_items(lo_ms, hi_ms, token, 0, limit)
+        return Response(render_v1(state.history, items, state.secret_of), mimetype="application/json")
 
     @app.get("/v1/usage/global")
     def v1_usage_global() -> Response:
@@ -516,15 +515,15 @@ def filtered_keys(state: SimulatorState, args: Any) -> list[dict[str, Any]]:
 
 def spend_page(
     state: SimulatorState, lo_ms: int, hi_ms: int, token: str | None, page: int, size: int, descending: bool
-) -> tuple[list[SpendRow], int]:
+) -> tuple[list[PageItem], int]:
     offset = (page - 1) * size
     if not descending:
-        return state.query(lo_ms, hi_ms, token, offset, size)
-    _, total = state.query(lo_ms, hi_ms, token, 0, 0)
+        return state.query_items(lo_ms, hi_ms, token, offset, size)
+    _, total = state.query_items(lo_ms, hi_ms, token, 0, 0)
     first = max(0, total - offset - size)
     count = max(0, min(size, total - offset))
-    rows, _ = state.query(lo_ms, hi_ms, token, first, count)
-    return rows[::-1], total
+    items, _ = state.query_items(lo_ms, hi_ms, token, first, count)
+    return items[::-1], total
 
 
 def register_control(app: Flask, state: SimulatorState, require_master: Callable[[], None]) -> None:

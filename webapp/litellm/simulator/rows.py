@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -73,14 +74,42 @@ HISTORY_MIX = (  # (model, call_type) drawn for history rows
 FAILURES = (("500", "InternalServerError"), ("429", "RateLimitError"), ("400", "BadRequestError"))
 
 
-def ms_to_iso(ms: int) -> str:
-    """v2 rendering: `2026-11-26T23:12:08.841+00:00`."""
+def _iso_reference(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+_HOURS = tuple(f"{hour:02d}:" for hour in range(24))
+_MINUTE_SECONDS = tuple(f"{second // 60:02d}:{second % 60:02d}" for second in range(3600))
+_MILLIS_V2 = tuple(f".{milli:03d}+00:00" for milli in range(1000))
+_MILLIS_Z = tuple(f".{milli:03d}Z" for milli in range(1000))
+_DAY_PREFIXES: dict[int, str] = {}
+_DAY_PREFIX_LIMIT = 100_000
+
+
+def _day_prefix(day: int) -> str:
+    prefix = _DAY_PREFIXES.get(day)
+    if prefix is None:
+        if len(_DAY_PREFIXES) >= _DAY_PREFIX_LIMIT:
+            _DAY_PREFIXES.clear()
+        prefix = _DAY_PREFIXES[day] = _iso_reference(day * DAY_MS)[:11]
+    return prefix
+
+
+def ms_to_iso(ms: int) -> str:
+    """v2 rendering: `2026-11-26T23:12:08.841+00:00`. Table lookups instead of a datetime per row:
+    a page renders two stamps per row."""
+    day, rest = divmod(ms, DAY_MS)
+    second, milli = divmod(rest, 1000)
+    hour, second = divmod(second, 3600)
+    return _day_prefix(day) + _HOURS[hour] + _MINUTE_SECONDS[second] + _MILLIS_V2[milli]
 
 
 def ms_to_iso_z(ms: int) -> str:
     """Brief (v1) rendering: `2026-11-26T23:12:08.841Z`."""
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    day, rest = divmod(ms, DAY_MS)
+    second, milli = divmod(rest, 1000)
+    hour, second = divmod(second, 3600)
+    return _day_prefix(day) + _HOURS[hour] + _MINUTE_SECONDS[second] + _MILLIS_Z[milli]
 
 
 def mix64(value: int) -> int:
@@ -130,17 +159,46 @@ class SpendRow:
 
 
 def v2_row(row: SpendRow) -> dict[str, Any]:
-    start = ms_to_iso(row.start_ms)
     end = ms_to_iso(row.start_ms + row.duration_ms)
     failed = row.status == "failure"
+    return v2_fields(
+        row,
+        _error_information(row) if failed else None,
+        row.request_id,
+        row.spend,
+        row.tokens,
+        row.prompt_tokens,
+        row.completion_tokens,
+        ms_to_iso(row.start_ms),
+        end,
+        row.call_id,
+        row.duration_ms,
+    )
+
+
+def v2_fields(
+    row: SpendRow,
+    error_information: dict[str, Any] | None,
+    request_id: Any,
+    spend: Any,
+    total: Any,
+    prompt: Any,
+    completion: Any,
+    start: Any,
+    end: Any,
+    call_id: Any,
+    duration_ms: Any,
+) -> dict[str, Any]:
+    """The v2 row; the per-row values are parameters so `RowTemplates` can pass markers for them."""
+    failed = row.status == "failure"
     return {
-        "request_id": row.request_id,
+        "request_id": request_id,
         "call_type": row.call_type,
         "api_key": row.api_key,
-        "spend": row.spend,
-        "total_tokens": row.tokens,
-        "prompt_tokens": row.prompt_tokens,
-        "completion_tokens": row.completion_tokens,
+        "spend": spend,
+        "total_tokens": total,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
         "startTime": start,
         "endTime": end,
         "completionStartTime": end,
@@ -156,13 +214,13 @@ def v2_row(row: SpendRow) -> dict[str, Any]:
             "user_api_key_alias": row.key_alias,
             "user_api_key_user_id": row.user or None,
             "user_api_key_team_id": None,
-            "litellm_call_id": row.call_id,
+            "litellm_call_id": call_id,
             "spend_logs_metadata": row.spend_logs_metadata,
-            "error_information": _error_information(row) if failed else None,
+            "error_information": error_information,
             "usage_object": {
-                "total_tokens": row.tokens,
-                "prompt_tokens": row.prompt_tokens,
-                "completion_tokens": row.completion_tokens,
+                "total_tokens": total,
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
             },
             "requester_ip_address": "127.0.0.1",
         },
@@ -173,12 +231,12 @@ def v2_row(row: SpendRow) -> dict[str, Any]:
         "organization_id": "",
         "end_user": "",
         "requester_ip_address": "127.0.0.1",
-        "session_id": row.call_id,
+        "session_id": call_id,
         "status": row.status,
         "mcp_namespaced_tool_name": None,
         "agent_id": None,
-        "litellm_call_id": row.call_id,
-        "request_duration_ms": row.duration_ms,
+        "litellm_call_id": call_id,
+        "request_duration_ms": duration_ms,
     }
 
 
@@ -201,24 +259,83 @@ CALL_TYPE_PATHS = {
 
 def v1_row(row: SpendRow, secret_of: Callable[[str], str | None]) -> dict[str, Any]:
     """The brief's /v1/logs item; `user_api_key` is the secret when the simulator knows it."""
+    return v1_fields(
+        row,
+        secret_of(row.api_key) or row.api_key,
+        row.request_id,
+        ms_to_iso_z(row.start_ms),
+        row.prompt_tokens,
+        row.completion_tokens,
+        row.tokens,
+        row.spend,
+        row.duration_ms / 1000,
+    )
+
+
+def v1_fields(
+    row: SpendRow,
+    user_api_key: str,
+    request_id: Any,
+    created_at: Any,
+    prompt: Any,
+    completion: Any,
+    total: Any,
+    spend: Any,
+    response_time: Any,
+) -> dict[str, Any]:
     return {
-        "id": row.request_id,
-        "created_at": ms_to_iso_z(row.start_ms),
+        "id": request_id,
+        "created_at": created_at,
         "model": row.model.name,
-        "prompt_tokens": row.prompt_tokens,
-        "completion_tokens": row.completion_tokens,
-        "total_tokens": row.tokens,
-        "spend": row.spend,
-        "response_time": row.duration_ms / 1000,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": total,
+        "spend": spend,
+        "response_time": response_time,
         "status_code": int(row.error_code or 500) if row.status == "failure" else 200,
-        "user_api_key": secret_of(row.api_key) or row.api_key,
+        "user_api_key": user_api_key,
         "path": CALL_TYPE_PATHS.get(row.call_type, row.call_type),
     }
 
 
+_MARKER = re.compile(r'"@@([sn])(\d+)@@"')
+V2_SLOTS = ("s", "n", "n", "n", "n", "s", "s", "s", "n")  # v2_fields' per-row parameters: string or number
+V2_ORDER = (0, 1, 2, 3, 4, 5, 6, 6, 7, 2, 3, 4, 7, 7, 8)  # where they occur in the serialised row
+V1_SLOTS = ("s", "s", "n", "n", "n", "n", "n")
+V1_ORDER = (0, 1, 2, 3, 4, 5, 6)
+UUID_FAST_LIMIT = 1 << 48
+
+
+def markers(kinds: Sequence[str]) -> list[str]:
+    return [f"@@{kind}{index}@@" for index, kind in enumerate(kinds)]
+
+
+def compile_template(payload: dict[str, Any], order: tuple[int, ...]) -> tuple[str, ...]:
+    """One serialised row cut at its per-row values: len(order) + 1 constant chunks, serialised once by
+    orjson. Rendering interleaves them with the values in an f-string (no format-string parsing per row);
+    string values are put between the chunks' quotes unescaped, so only ids and stamps go there."""
+    text = orjson.dumps(payload).decode()
+    chunks: list[str] = []
+    found: list[int] = []
+    position = 0
+    for match in _MARKER.finditer(text):
+        quote = '"' if match.group(1) == "s" else ""
+        chunks.append(text[position : match.start()] + quote)
+        found.append(int(match.group(2)))
+        position = match.end() - len(quote)
+    chunks.append(text[position:])
+    if tuple(found) != order:
+        raise RuntimeError(f"row template slots {found} != {order}")
+    return tuple(chunks)
+
+
 class History:
     """`count` rows over `days` days from `anchor_ms`; rows come in tie groups sharing one startTime;
-    row n belongs to seeded key n % len(keys)."""
+    row n belongs to seeded key n % len(keys).
+
+    `row(n)` builds the SpendRow; `v2_text(n)` / `v1_text(n)` render the same row straight to JSON text
+    from a template per (key, model mix, outcome), which is what keeps page building at a few
+    microseconds per row. Both read the draw of `_draw`, and tests compare them row for row."""
 
     def __init__(
         self, seed: int, anchor_ms: int, days: int, rows_per_day: int, keys: Sequence[KeyRef], tie_group: int
@@ -230,6 +347,10 @@ class History:
         self.keys = keys
         self.tie_group = max(1, tie_group)
         self._salt = (seed * 0x9E3779B97F4A7C15) & M64
+        self._uuid_high = (seed & 0xFFFFFFFF) << 96
+        self._uuid_prefix = str(uuid.UUID(int=self._uuid_high))[:24]
+        self._v2_templates: dict[tuple[int, int, int], tuple[str, ...]] = {}
+        self._v1_templates: dict[tuple[int, int, int, str], tuple[str, ...]] = {}
 
     def start_ms(self, n: int) -> int:
         group_start = n - n % self.tie_group
@@ -238,51 +359,106 @@ class History:
     def first_at_or_after(self, ms: int) -> int:
         return bisect.bisect_left(range(self.count), ms, key=self.start_ms)
 
-    def row(self, n: int) -> SpendRow:
+    def call_id(self, n: int) -> str:
+        if 0 <= n < UUID_FAST_LIMIT:
+            return self._uuid_prefix + f"{n:012x}"
+        return str(uuid.UUID(int=self._uuid_high | n))
+
+    def _draw(self, n: int) -> tuple[int, int, int, int, int, float]:
+        """(mix index, failure index or -1, prompt, completion, duration_ms, spend) of row n."""
         h = mix64(self._salt + n)
-        model, call_type = HISTORY_MIX[h % len(HISTORY_MIX)]
-        key = self.keys[n % len(self.keys)]
+        mix = h % len(HISTORY_MIX)
+        model = HISTORY_MIX[mix][0]
         prompt = 5 + (h >> 8) % 995
-        completion = 0 if model.mode == "embedding" else (h >> 20) % 600
-        call_id = str(uuid.UUID(int=((self.seed & 0xFFFFFFFF) << 96) | n))
         if (h >> 32) % 40 == 0:
-            code, error_class = FAILURES[(h >> 40) % len(FAILURES)]
-            return SpendRow(
-                call_id,
-                call_id,
-                self.start_ms(n),
-                5 + (h >> 44) % 200,
-                key.token,
-                key.alias,
-                key.user_id,
-                model,
-                call_type,
-                prompt,
-                0,
-                0.0,
-                "failure",
-                code,
-                error_class,
-                key.spend_logs_metadata,
-            )
+            return mix, (h >> 40) % len(FAILURES), prompt, 0, 5 + (h >> 44) % 200, 0.0
+        completion = 0 if model.mode == "embedding" else (h >> 20) % 600
         spend = prompt * model.input_cost + completion * model.output_cost
+        return mix, -1, prompt, completion, 20 + (h >> 44) % 4000, spend
+
+    def _prototype(self, key_index: int, mix: int, failure: int) -> SpendRow:
+        """The row's constant fields; the per-row ones are placeholders."""
+        key = self.keys[key_index]
+        model, call_type = HISTORY_MIX[mix]
+        code, error_class = FAILURES[failure] if failure >= 0 else (None, None)
         return SpendRow(
-            "chatcmpl-" + call_id,
-            call_id,
-            self.start_ms(n),
-            20 + (h >> 44) % 4000,
+            "",
+            "",
+            0,
+            0,
             key.token,
             key.alias,
             key.user_id,
             model,
             call_type,
-            prompt,
-            completion,
-            spend,
-            "success",
-            None,
-            None,
+            0,
+            0,
+            0.0,
+            "failure" if failure >= 0 else "success",
+            code,
+            error_class,
             key.spend_logs_metadata,
+        )
+
+    def row(self, n: int) -> SpendRow:
+        mix, failure, prompt, completion, duration, spend = self._draw(n)
+        row = self._prototype(n % len(self.keys), mix, failure)
+        call_id = self.call_id(n)
+        row.request_id = call_id if failure >= 0 else "chatcmpl-" + call_id
+        row.call_id = call_id
+        row.start_ms = self.start_ms(n)
+        row.duration_ms = duration
+        row.prompt_tokens = prompt
+        row.completion_tokens = completion
+        row.spend = spend
+        return row
+
+    def _v2_template(self, key_index: int, mix: int, failure: int) -> tuple[str, ...]:
+        proto = self._prototype(key_index, mix, failure)
+        error = _error_information(proto) if failure >= 0 else None
+        template = compile_template(v2_fields(proto, error, *markers(V2_SLOTS)), V2_ORDER)
+        self._v2_templates[key_index, mix, failure] = template
+        return template
+
+    def v2_text(self, n: int) -> str:
+        """`orjson.dumps(v2_row(self.row(n)))`, as text, without building the row."""
+        mix, failure, prompt, completion, duration, spend = self._draw(n)
+        key_index = n % len(self.keys)
+        c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15 = self._v2_templates.get(
+            (key_index, mix, failure)
+        ) or self._v2_template(key_index, mix, failure)
+        call_id = self.call_id(n)
+        request_id = call_id if failure >= 0 else "chatcmpl-" + call_id
+        start = self.start_ms(n)
+        end = ms_to_iso(start + duration)
+        total = prompt + completion
+        return (
+            f"{c0}{request_id}{c1}{spend!r}{c2}{total}{c3}{prompt}{c4}{completion}{c5}{ms_to_iso(start)}{c6}{end}"
+            f"{c7}{end}{c8}{call_id}{c9}{total}{c10}{prompt}{c11}{completion}{c12}{call_id}{c13}{call_id}"
+            f"{c14}{duration}{c15}"
+        )
+
+    def _v1_template(self, key_index: int, mix: int, failure: int, user_api_key: str) -> tuple[str, ...]:
+        proto = self._prototype(key_index, mix, failure)
+        template = compile_template(v1_fields(proto, user_api_key, *markers(V1_SLOTS)), V1_ORDER)
+        self._v1_templates[key_index, mix, failure, user_api_key] = template
+        return template
+
+    def v1_text(self, n: int, secret_of: Callable[[str], str | None]) -> str:
+        """`orjson.dumps(v1_row(self.row(n), secret_of))`, as text, without building the row."""
+        mix, failure, prompt, completion, duration, spend = self._draw(n)
+        key_index = n % len(self.keys)
+        token = self.keys[key_index].token
+        user_api_key = secret_of(token) or token
+        c0, c1, c2, c3, c4, c5, c6, c7 = self._v1_templates.get(
+            (key_index, mix, failure, user_api_key)
+        ) or self._v1_template(key_index, mix, failure, user_api_key)
+        call_id = self.call_id(n)
+        request_id = call_id if failure >= 0 else "chatcmpl-" + call_id
+        created_at = ms_to_iso_z(self.start_ms(n))
+        return (
+            f"{c0}{request_id}{c1}{created_at}{c2}{prompt}{c3}{completion}{c4}{prompt + completion}{c5}{spend!r}"
+            f"{c6}{duration / 1000!r}{c7}"
         )
 
 
@@ -335,24 +511,62 @@ class HistoryView:
             yield self.history.row(self._first + position * self._step)
 
 
-def merged_page(view: HistoryView, live: Sequence[SpendRow], offset: int, size: int) -> list[SpendRow]:
-    """Rows [offset, offset+size) of history and live rows merged by startTime (history first on ties)."""
+PageItem = int | SpendRow  # a history row index, or a live row
+
+
+def merged_items(view: HistoryView, live: Sequence[SpendRow], offset: int, size: int) -> list[PageItem]:
+    """Items [offset, offset+size) of history and live rows merged by startTime (history first on ties)."""
     live_positions = [m + view.count_at_or_before(row.start_ms) for m, row in enumerate(live)]
     live_before = bisect.bisect_left(live_positions, offset)
     history_position = offset - live_before
     m = live_before
-    page: list[SpendRow] = []
-    history = view.history
+    if m == len(live):
+        stop = min(len(view), history_position + size)
+        return [view.index(position) for position in range(history_position, stop)]
+    page: list[PageItem] = []
     for position in range(offset, offset + size):
         if m < len(live) and live_positions[m] == position:
             page.append(live[m])
             m += 1
         elif history_position < len(view):
-            page.append(history.row(view.index(history_position)))
+            page.append(view.index(history_position))
             history_position += 1
         else:
             break
     return page
+
+
+def merged_page(view: HistoryView, live: Sequence[SpendRow], offset: int, size: int) -> list[SpendRow]:
+    row = view.history.row
+    return [item if isinstance(item, SpendRow) else row(item) for item in merged_items(view, live, offset, size)]
+
+
+def _joined(parts: list[str], head: str, tail: str) -> bytes:
+    # The envelope goes into the first and last part so a page costs one join and one encode: at about
+    # 1.4 kB per row, every extra copy of the body shows up in the per-row cost.
+    if not parts:
+        return (head + tail).encode()
+    parts[0] = head + parts[0]
+    parts[-1] += tail
+    return ",".join(parts).encode()
+
+
+def render_v2(history: History, items: Sequence[PageItem], head: str = "[", tail: str = "]") -> bytes:
+    """The JSON array of the items' v2 rows, between `head` and `tail`."""
+    text = history.v2_text
+    dumps = orjson.dumps
+    parts = [text(item) if isinstance(item, int) else dumps(v2_row(item)).decode() for item in items]
+    return _joined(parts, head, tail)
+
+
+def render_v1(history: History, items: Sequence[PageItem], secret_of: Callable[[str], str | None]) -> bytes:
+    """The JSON array of the items' brief-flavour /v1/logs rows."""
+    text = history.v1_text
+    dumps = orjson.dumps
+    parts = [
+        text(item, secret_of) if isinstance(item, int) else dumps(v1_row(item, secret_of)).decode() for item in items
+    ]
+    return _joined(parts, "[", "]")
 
 
 def sum_rows(rows: Iterator[SpendRow]) -> dict[str, Any]:

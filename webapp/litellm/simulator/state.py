@@ -21,7 +21,9 @@ from webapp.litellm.simulator.rows import (
     History,
     HistoryView,
     KeyRef,
+    PageItem,
     SpendRow,
+    merged_items,
     merged_page,
     ms_to_iso_z,
     sum_rows,
@@ -233,6 +235,14 @@ class SimulatorState:
         view = self.history_view(lo_ms, hi_ms, token)
         live = self.live_in(lo_ms, hi_ms, token, visible_only=True)
         return merged_page(view, live, offset, size), len(view) + len(live)
+
+    def query_items(
+        self, lo_ms: int, hi_ms: int, token: str | None, offset: int, size: int
+    ) -> tuple[list[PageItem], int]:
+        """`query` without building history rows: history indexes for `render_v2` / `render_v1`."""
+        view = self.history_view(lo_ms, hi_ms, token)
+        live = self.live_in(lo_ms, hi_ms, token, visible_only=True)
+        return merged_items(view, live, offset, size), len(view) + len(live)
 
     def totals(self, lo_ms: int, hi_ms: int, token: str | None, visible_only: bool) -> dict[str, Any]:
         view = self.history_view(lo_ms, hi_ms, token)
