@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util import Retry
 
 from webapp.litellm.errors import (
@@ -212,7 +214,7 @@ class Transport:
         self.breaker.before_call()
         started = time.perf_counter()
         try:
-            response = self._send(method, path, params, body)
+            response, content = self._send(method, path, params, body)
         except LiteLLMUnavailable:
             self.breaker.record_failure()
             raise
@@ -222,7 +224,7 @@ class Transport:
             self.breaker.record_failure()
         else:
             self.breaker.record_success()
-        return self._decode(method, path, response)
+        return self._decode(method, path, response, content)
 
     def _send(
         self,
@@ -230,43 +232,50 @@ class Transport:
         path: str,
         params: Mapping[str, Any] | None,
         body: Mapping[str, Any] | None,
-    ) -> requests.Response:
+    ) -> tuple[requests.Response, bytes]:
+        """The response and its body. The body is read in one call: `response.content` reads 10 kB at a
+        time through urllib3, which costs about a microsecond per spend row on a 1.4 MB page."""
         data = orjson.dumps(body) if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else None
         try:
-            return self._session.request(
+            response = self._session.request(
                 method,
                 self.base_url + path,
                 params=params,
                 data=data,
                 headers=headers,
                 timeout=self._timeout,
+                stream=True,
             )
-        except requests.Timeout as exc:
+            # Reading to the end hands the connection back to the pool (urllib3 releases it then).
+            return response, response.raw.read(decode_content=True)
+        except (requests.Timeout, Urllib3Timeout) as exc:
             raise LiteLLMUnavailable(self.redact(f"LiteLLM {method} {path}: timed out ({exc})")) from None
-        except requests.RequestException as exc:
+        except (requests.RequestException, Urllib3Error) as exc:
             message = self.redact(f"LiteLLM {method} {path}: {type(exc).__name__}: {exc}")
             raise LiteLLMUnavailable(message) from None
 
-    def _decode(self, method: str, path: str, response: requests.Response) -> Any:
-        payload = self._json_or_none(response)
+    def _decode(self, method: str, path: str, response: requests.Response, content: bytes) -> Any:
+        payload = self._json_or_none(content)
         status = response.status_code
         if 200 <= status < 300:
-            if payload is None and response.content.strip() not in (b"", b"null"):
+            if payload is None and content.strip() not in (b"", b"null"):
                 raise LiteLLMMalformedResponse(f"LiteLLM {method} {path}: body is not JSON", status=status)
             return payload
-        raise self._error_for(method, path, response, payload)
+        raise self._error_for(method, path, response, content, payload)
 
     @staticmethod
-    def _json_or_none(response: requests.Response) -> Any:
+    def _json_or_none(content: bytes) -> Any:
         try:
-            return orjson.loads(response.content) if response.content else None
+            return orjson.loads(content) if content else None
         except orjson.JSONDecodeError:
             return None
 
-    def _error_for(self, method: str, path: str, response: requests.Response, payload: Any) -> LiteLLMError:
+    def _error_for(
+        self, method: str, path: str, response: requests.Response, content: bytes, payload: Any
+    ) -> LiteLLMError:
         status = response.status_code
-        fallback = response.text[:200] or response.reason or ""
+        fallback = content[:200].decode(response.encoding or "utf-8", "replace") or response.reason or ""
         message = self.redact(f"LiteLLM {method} {path} -> {status}: {error_message(payload, fallback)}")
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))

@@ -155,6 +155,7 @@ def walk_settings(config: Any) -> WalkSettings:
         page_size=int(config.get("SYNC_PAGE_SIZE", 1000)),
         batch_size=int(config.get("SYNC_BATCH_SIZE", 5000)),
         window=timedelta(hours=float(config.get("SYNC_WINDOW_HOURS", 24))),
+        prefetch_pages=int(config.get("SYNC_PREFETCH_PAGES", 2)),
     )
 
 

@@ -16,6 +16,7 @@ from webapp.litellm.interface import LiteLLMClient
 from webapp.litellm.types import SpendLogEntry
 from webapp.models import SyncRun, utcnow
 from webapp.sync.mapping import KeyMap, owner_of, usage_record
+from webapp.sync.prefetch import prefetched
 from webapp.usage.recording import UsageRecord, record_usage
 
 ProgressCallback = Callable[[SyncRun], None]
@@ -26,6 +27,7 @@ class WalkSettings:
     page_size: int = 1000
     batch_size: int = 5000
     window: timedelta = timedelta(days=1)
+    prefetch_pages: int = 2  # 0 reads pages in the calling thread
 
 
 def windows(start: datetime, end: datetime, step: timedelta) -> Iterator[tuple[datetime, datetime]]:
@@ -80,7 +82,8 @@ class RunWalker:
 
     def _walk_window(self, window_start: datetime, window_end: datetime) -> None:
         cursor = OrderedCursor(window_start)
-        for page in self.client.iter_spend_log_pages(window_start, window_end, self.settings.page_size):
+        pages = self.client.iter_spend_log_pages(window_start, window_end, self.settings.page_size)
+        for page in prefetched(pages, self.settings.prefetch_pages) if self.settings.prefetch_pages else pages:
             self.run.pages += 1
             self._take(page.entries, cursor)
             if len(self.batch) >= self.settings.batch_size:
