@@ -46,6 +46,13 @@ def generate_virtual_key(spec: KeySpec, action: str) -> GeneratedKey:
     return generated
 
 
+def update_virtual_key(token: str, spec: KeySpec, action: str) -> None:
+    try:
+        get_litellm().update_key(token, spec)
+    except LiteLLMError as exc:
+        raise litellm_failure(exc, action) from exc
+
+
 def delete_quietly(token: str) -> bool:
     try:
         get_litellm().delete_key(token)

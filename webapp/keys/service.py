@@ -6,6 +6,7 @@ transaction that does not commit is deleted again (see `webapp.keys.remote`).
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -229,3 +230,32 @@ def _require_rotatable(api_key: ApiKey) -> None:
 
 def _audit_details(api_key: ApiKey) -> dict[str, Any]:
     return {"name": api_key.name, "prefix": api_key.prefix, "litellm_key_id": api_key.litellm_key_id}
+
+
+def apply_plan_to_keys(tenant: Tenant, actor: User | None) -> int:
+    """Push the tenant's (new) plan models, limits and budget to the LiteLLM keys of its live platform keys.
+
+    Raises a 502 ApiError when LiteLLM refuses, so the caller's plan change rolls back; re-running it is
+    safe (the update is a merge patch with the same values).
+    """
+    plan = tenant.plan
+    if plan is None:
+        return 0
+    updated = 0
+    for api_key, alias in _live_platform_keys(tenant.id):
+        spec = dataclasses.replace(key_spec(api_key, tenant, plan), key_alias=alias or "")
+        remote.update_virtual_key(api_key.litellm_key_id or "", spec, "update")
+        updated += 1
+    record_audit(actor, "key.plan_applied", "tenant", tenant.id, tenant_id=tenant.id, details={"keys": updated})
+    return updated
+
+
+def _live_platform_keys(tenant_id: int) -> list[tuple[ApiKey, str | None]]:
+    now = utcnow()
+    statement = (
+        owned_by(ApiKey, tenant_id)
+        .add_columns(LiteLLMKey.key_alias)
+        .join(LiteLLMKey, LiteLLMKey.token == ApiKey.litellm_key_id)
+        .where(ApiKey.secret_hash.is_not(None), sa.or_(ApiKey.revoked_at.is_(None), ApiKey.revoked_at > now))
+    )
+    return [(api_key, alias) for api_key, alias in db.session.execute(statement)]

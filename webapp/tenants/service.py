@@ -60,7 +60,11 @@ def list_tenants() -> list[Tenant]:
 def update_tenant(tenant: Tenant, data: TenantUpdate, actor: User | None) -> Tenant:
     changes = data.model_dump(exclude_unset=True)
     if "plan_id" in changes:
-        tenant.plan = _require_plan(changes.pop("plan_id"))
+        new_plan = _require_plan(changes.pop("plan_id"))
+        plan_changed = new_plan is not tenant.plan
+        tenant.plan = new_plan
+        if plan_changed:
+            _apply_plan_to_keys(tenant, actor)
     if "status" in changes:
         tenant.status = TenantStatus(changes.pop("status"))
     for name, value in changes.items():
@@ -70,6 +74,13 @@ def update_tenant(tenant: Tenant, data: TenantUpdate, actor: User | None) -> Ten
     audit_details = data.model_dump(exclude_unset=True, mode="json")
     record_audit(actor, "tenant.update", "tenant", tenant.id, tenant_id=tenant.id, details=audit_details)
     return tenant
+
+
+def _apply_plan_to_keys(tenant: Tenant, actor: User | None) -> None:
+    from webapp.keys.service import apply_plan_to_keys  # keys build on tenants, not the other way round
+
+    db.session.flush()
+    apply_plan_to_keys(tenant, actor)
 
 
 def set_tenant_status(tenant: Tenant, status: TenantStatus, actor: User | None) -> Tenant:
