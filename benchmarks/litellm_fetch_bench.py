@@ -4,7 +4,7 @@
 
 1. Micro figures, in process: CPU per row of the simulator building a 1000-row /spend/logs/v2 page and a
    10,000-row /v1/logs answer (Flask test client, so routing and the body are included), and of the
-   client's orjson.loads + mapping of such a page.
+   client's orjson.loads + mapping of such a page (also with the cyclic GC paused, as the walk does).
 2. End to end: starts the simulator as a subprocess with `--rows` rows of history (30 days, 50 keys, the
    shape of benchmarks/sync_bench.py), then walks every page with each client run in a fresh worker
    process (so its peak RSS is the walk's own) and reports rows/s for fetch + parse + map, the client's
@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -92,11 +93,19 @@ def micro() -> dict[str, float]:
         data = orjson.loads(v1_body)
         return batch_v1(data) if batch_v1 else [parsing.v1_spend_row(row) for row in data]
 
+    def map_v2_gc_paused() -> Any:
+        gc.disable()
+        try:
+            return map_v2()
+        finally:
+            gc.enable()
+
     return {
         "sim_v2_us_per_row": cpu_per_call(lambda: get("/spend/logs/v2", v2_query), 20) * 1e3,
         "sim_v1_us_per_row": cpu_per_call(lambda: get("/v1/logs", v1_query), 3) * 1e2,
         "client_v2_loads_us_per_row": cpu_per_call(lambda: orjson.loads(v2_body), 20) * 1e3,
         "client_v2_us_per_row": cpu_per_call(map_v2, 20) * 1e3,
+        "client_v2_gc_paused_us_per_row": cpu_per_call(map_v2_gc_paused, 20) * 1e3,
         "client_v1_us_per_row": cpu_per_call(map_v1, 3) * 1e2,
         "v2_bytes_per_row": len(v2_body) / 1000,
     }
@@ -225,7 +234,7 @@ def main() -> None:
         print("micro (CPU per row, best of 3):", flush=True)
         for name, value in figures.items():
             rate = f"  ({1e6 / value:,.0f} rows/s)" if name.endswith("us_per_row") else ""
-            print(f"  {name:<28} {value:7.2f}{rate}", flush=True)
+            print(f"  {name:<32} {value:7.2f}{rate}", flush=True)
     if runs:
         end_to_end(args.rows, runs, args.page_size)
 

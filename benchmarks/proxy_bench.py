@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/proxy_bench.py            # full run, prints a markdown report
     .venv/bin/python benchmarks/proxy_bench.py --quick    # shorter phases
 
-Topology (one machine): the LiteLLM simulator (one gevent process) as upstream; our app under
-`gunicorn -c gunicorn.conf.py` (2 gevent workers, 1000 connections each) with Redis counters and a
-throw-away PostgreSQL database; the load generator is one gevent process with raw keep-alive sockets.
+Topology (one machine): the LiteLLM simulator (one gevent process, `server.build_server`) as upstream;
+our app under `gunicorn -c gunicorn.conf.py` with Redis counters and a throw-away PostgreSQL database; the
+load generator is this process (gevent): raw keep-alive sockets for non-streaming calls (a few tens of
+microseconds per call, so the client does not eat the CPU it measures), urllib3 for streams.
 """
 
 from __future__ import annotations
@@ -130,24 +131,16 @@ with app.app_context():
 SIMULATOR_SCRIPT = """
 from gevent import monkey
 monkey.patch_all()
-import socket, sys
-from gevent.pywsgi import WSGIServer
-from webapp.litellm.simulator.app import create_simulator_app
+import sys
+from webapp.litellm.simulator.server import build_server
 from webapp.litellm.simulator.state import SimulatorOptions
 port, master = int(sys.argv[1]), sys.argv[2]
-options = SimulatorOptions(port=port, master_key=master, keys=3, days=1, rows_per_day=10)
-listener = socket.socket()
-listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-listener.bind(("127.0.0.1", port))
-listener.listen(2048)
-WSGIServer(listener, create_simulator_app(options), log=None).serve_forever()
+build_server(SimulatorOptions(port=port, master_key=master, keys=3, days=1, rows_per_day=10)).serve_forever()
 """
 
 
 def start_simulator() -> tuple[subprocess.Popen[bytes], str, str]:
-    """The simulator's app on a TCP_NODELAY listener, as uvicorn (LiteLLM's server) has; without it every
-    keep-alive answer waits ~40 ms for a delayed ACK (Nagle), on the direct and the proxied path alike."""
+    """The simulator as shipped (its listener sets TCP_NODELAY, as uvicorn does for LiteLLM)."""
     port = free_port()
     process = subprocess.Popen(
         [PYTHON, "-c", SIMULATOR_SCRIPT, str(port), SIM_MASTER],
@@ -179,19 +172,50 @@ def start_gunicorn(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
 # ------------------------------------------------------------------ load
 
 
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection replaying one request; reads a Content-Length answer."""
+
+    def __init__(self, host: str, port: int, request: bytes) -> None:
+        self.sock = socket.create_connection((host, port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.request = request
+
+    def call(self) -> float:
+        started = time.perf_counter()
+        self.sock.sendall(self.request)
+        buffer = b""
+        while (end := buffer.find(b"\r\n\r\n")) < 0:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise RuntimeError("connection closed")
+            buffer += chunk
+        head = buffer[:end].lower()
+        start = head.index(b"content-length:") + 15
+        length = int(head[start : head.index(b"\r\n", start) if b"\r\n" in head[start:] else None])
+        while len(buffer) - end - 4 < length:
+            buffer += self.sock.recv(65536)
+        if buffer[9:12] != b"200":
+            raise RuntimeError(buffer[:300].decode(errors="replace"))
+        return time.perf_counter() - started
+
+
 class Target:
     def __init__(self, base_url: str, key: str, maxsize: int) -> None:
         self.pool = urllib3.connection_from_url(
             base_url, maxsize=maxsize, block=True, retries=False, timeout=urllib3.Timeout(connect=5, read=60)
         )
         self.headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        self.host, self.port = str(self.pool.host), int(self.pool.port or 80)
 
-    def call(self, body: bytes) -> float:
-        started = time.perf_counter()
-        response = self.pool.urlopen("POST", "/v1/chat/completions", body=body, headers=self.headers)
-        if response.status != 200:
-            raise RuntimeError(f"{response.status}: {response.data[:200]!r}")
-        return time.perf_counter() - started
+    def raw_request(self, body: bytes) -> bytes:
+        head = "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
+        return (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{head}"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+
+    def connection(self, body: bytes) -> RawConnection:
+        return RawConnection(self.host, self.port, self.raw_request(body))
 
     def stream(self, body: bytes) -> tuple[float, float]:
         started = time.perf_counter()
@@ -212,18 +236,23 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-def closed_loop(call: Callable[[], float], concurrency: int, seconds: float) -> tuple[list[float], float]:
+def closed_loop(target: Target, body: bytes, concurrency: int, seconds: float) -> tuple[list[float], float]:
+    """`concurrency` clients, one keep-alive connection each, each sending its next request on an answer."""
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
 
     def worker() -> None:
         nonlocal errors
+        connection = target.connection(body)
         while time.perf_counter() < deadline:
             try:
-                latencies.append(call())
-            except Exception:
+                latencies.append(connection.call())
+            except Exception as exc:
                 errors += 1
+                print(f"  ! {exc}", file=sys.stderr)
+                connection = target.connection(body)
+        connection.sock.close()
 
     started = time.perf_counter()
     gevent.joinall([gevent.spawn(worker) for _ in range(concurrency)])
@@ -233,12 +262,20 @@ def closed_loop(call: Callable[[], float], concurrency: int, seconds: float) -> 
     return latencies, len(latencies) / elapsed
 
 
+def serving_cpu(process: subprocess.Popen[bytes]) -> float:
+    parent = psutil.Process(process.pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [parent, *parent.children(recursive=True)])
+
+
 def serving_rss(process: subprocess.Popen[bytes]) -> float:
     parent = psutil.Process(process.pid)
     return sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)]) / 2**20
 
 
-def streams(target: Target, count: int, body: bytes, sample_rss: Callable[[], float] | None) -> dict[str, Any]:
+def streams(
+    target: Target, count: int, body: bytes, ramp: float, sample_rss: Callable[[], float] | None
+) -> dict[str, Any]:
+    """`count` streams opened evenly over `ramp` seconds (0 = all at once), each held to its end."""
     pool = Pool(count)
     peak = [0.0]
 
@@ -249,7 +286,12 @@ def streams(target: Target, count: int, body: bytes, sample_rss: Callable[[], fl
             gevent.sleep(0.5)
 
     watcher = gevent.spawn(sampler)
-    results = [pool.spawn(target.stream, body) for _ in range(count)]
+    started = time.perf_counter()
+    results = []
+    for index in range(count):
+        if ramp:
+            gevent.sleep(max(0.0, started + ramp * index / count - time.perf_counter()))
+        results.append(pool.spawn(target.stream, body))
     pool.join()
     watcher.kill()
     done = [r.value for r in results if r.successful()]
@@ -278,15 +320,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         direct, proxied = Target(sim_url, virtual_key, 600), Target(proxy_url, key, 600)
         body = orjson.dumps(BODY)
         for target in (direct, proxied):  # warm pools, caches, estimators
-            closed_loop(lambda t=target: t.call(body), 8, 1.0)
+            closed_loop(target, body, 8, 1.0)
+        report["load_before"] = os.getloadavg()[0]
         for concurrency, seconds in ((1, args.seconds), (32, args.seconds)):
             for name, target in (("direct", direct), ("proxy", proxied)):
-                latencies, rate = closed_loop(lambda t=target: t.call(body), concurrency, seconds)
+                cpu_before = serving_cpu(gunicorn)
+                latencies, rate = closed_loop(target, body, concurrency, seconds)
+                cpu_ms = (serving_cpu(gunicorn) - cpu_before) * 1000 / max(len(latencies), 1)
                 report[f"{name}_c{concurrency}"] = {
                     "p50": pct(latencies, 0.5),
                     "p99": pct(latencies, 0.99),
                     "rps": rate,
                     "n": len(latencies),
+                    "cpu_ms": cpu_ms,
                 }
         chunks = 20
         stream_body = orjson.dumps(
@@ -297,9 +343,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "mock_stream_delay_ms": args.stream_seconds * 1000 / chunks,
             }
         )
-        report["streams_direct"] = streams(direct, args.streams, stream_body, None)
-        report["streams_proxy"] = streams(proxied, args.streams, stream_body, lambda: serving_rss(gunicorn))
+        rss = lambda: serving_rss(gunicorn)  # noqa: E731
+        for mode, ramp in (("ramp", args.ramp), ("burst", 0.0)):
+            report[f"streams_direct_{mode}"] = streams(direct, args.streams, stream_body, ramp, None)
+            report[f"streams_proxy_{mode}"] = streams(proxied, args.streams, stream_body, ramp, rss)
         report["idle_rss"] = serving_rss(gunicorn)
+        report["load_after"] = os.getloadavg()[0]
     finally:
         if gunicorn is not None:
             gunicorn.send_signal(signal.SIGQUIT)  # quick stop: the client pools keep idle connections open
@@ -315,26 +364,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def render(report: dict[str, Any], args: argparse.Namespace) -> str:
     lines = [
-        "| phase | direct p50 / p99 ms | proxy p50 / p99 ms | added p50 / p99 ms | proxy req/s |",
-        "|---|---|---|---|---|",
+        "| phase | direct p50 / p99 ms | proxy p50 / p99 ms | added p50 / p99 ms | proxy req/s "
+        "| proxy CPU ms/req |",
+        "|---|---|---|---|---|---|",
     ]
     for concurrency in (1, 32):
         d, p = report[f"direct_c{concurrency}"], report[f"proxy_c{concurrency}"]
         lines.append(
             f"| non-streaming, concurrency {concurrency} | {d['p50']:.2f} / {d['p99']:.2f} | "
             f"{p['p50']:.2f} / {p['p99']:.2f} | {p['p50'] - d['p50']:.2f} / {p['p99'] - d['p99']:.2f} | "
-            f"{p['rps']:.0f} (direct {d['rps']:.0f}) |"
+            f"{p['rps']:.0f} (direct {d['rps']:.0f}) | {p['cpu_ms']:.2f} |"
         )
-    sd, sp = report["streams_direct"], report["streams_proxy"]
-    lines += [
-        "",
-        f"{args.streams} concurrent streams of ~{args.stream_seconds:.0f} s: completed direct {sd['completed']}, "
-        f"proxy {sp['completed']}/{args.streams}; time to first chunk p50 / p99 direct "
-        f"{pct(sd['ttfb'], 0.5):.1f} / {pct(sd['ttfb'], 0.99):.1f} ms, proxy {pct(sp['ttfb'], 0.5):.1f} / "
-        f"{pct(sp['ttfb'], 0.99):.1f} ms (overhead p99 {pct(sp['ttfb'], 0.99) - pct(sd['ttfb'], 0.99):.1f} ms); "
-        f"stream duration p50 proxy {statistics.median(sp['total']):.2f} s; peak RSS of all serving "
-        f"processes (gunicorn master + workers) {sp['rss']:.0f} MB (idle after: {report['idle_rss']:.0f} MB).",
-    ]
+    lines.append("")
+    for mode, label in (("ramp", f"opened over {args.ramp:g} s"), ("burst", "opened at once")):
+        sd, sp = report[f"streams_direct_{mode}"], report[f"streams_proxy_{mode}"]
+        lines.append(
+            f"- {args.streams} streams of ~{args.stream_seconds:.0f} s {label}: completed direct "
+            f"{sd['completed']}, proxy {sp['completed']}/{args.streams}; time to first chunk p50 / p99 direct "
+            f"{pct(sd['ttfb'], 0.5):.1f} / {pct(sd['ttfb'], 0.99):.1f} ms, proxy {pct(sp['ttfb'], 0.5):.1f} / "
+            f"{pct(sp['ttfb'], 0.99):.1f} ms (overhead p50 {pct(sp['ttfb'], 0.5) - pct(sd['ttfb'], 0.5):.1f}, "
+            f"p99 {pct(sp['ttfb'], 0.99) - pct(sd['ttfb'], 0.99):.1f} ms); stream duration p50 proxy "
+            f"{statistics.median(sp['total']):.2f} s; peak RSS of all serving processes {sp['rss']:.0f} MB"
+        )
+    lines.append(
+        f"- idle RSS after: {report['idle_rss']:.0f} MB; 1-min load average {report['load_before']:.1f} before "
+        f"the non-streaming phases, {report['load_after']:.1f} at the end"
+    )
     return "\n".join(lines)
 
 
@@ -343,10 +398,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per non-streaming phase")
     parser.add_argument("--streams", type=int, default=500)
     parser.add_argument("--stream-seconds", type=float, default=10.0)
+    parser.add_argument("--ramp", type=float, default=3.0, help="seconds over which the streams are opened")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
-        args.seconds, args.streams, args.stream_seconds = 3.0, 100, 3.0
+        args.seconds, args.streams, args.stream_seconds, args.ramp = 3.0, 100, 3.0, 1.0
     print(render(run(args), args))
 
 

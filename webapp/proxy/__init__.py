@@ -9,10 +9,33 @@ month-to-date cache TTL, usage-writer batch size and retry backoff, last_used_at
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, Request, Response
+from flask.sessions import SessionInterface, SessionMixin
 
 bp = Blueprint("proxy", __name__, url_prefix="/v1")
+API_PATH_PREFIX = "/v1/"
+
+
+class NoSessionForProxy(SessionInterface):
+    """/v1 is bearer-authenticated: no cookie is read or written there. Otherwise Flask-Login's
+    remember-cookie check touches the session on every answer, which costs a cookie parse and adds
+    `Vary: Cookie` to API responses."""
+
+    def __init__(self, inner: SessionInterface) -> None:
+        self.inner = inner
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        if request.path.startswith(API_PATH_PREFIX):
+            return None  # Flask substitutes a read-only null session and never saves it
+        return self.inner.open_session(app, request)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        self.inner.save_session(app, session, response)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 def init_app(app: Flask) -> None:
@@ -23,6 +46,8 @@ def init_app(app: Flask) -> None:
     from webapp.proxy.service import EXTENSION_KEY, ProxyServices
     from webapp.proxy.upstream import Upstream
 
+    if not isinstance(app.session_interface, NoSessionForProxy):
+        app.session_interface = NoSessionForProxy(app.session_interface)
     config = app.config
     counters = build_counters(config.get("REDIS_URL"))
     estimator = CostEstimator(Decimal(str(config["PROXY_BUDGET_DEFAULT_RESERVATION"])))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 
@@ -22,7 +21,7 @@ import sqlalchemy as sa
 from webapp.extensions import db
 from webapp.models import UsageRollup
 from webapp.proxy.auth import KeyContext
-from webapp.proxy.counters import CounterStore
+from webapp.proxy.counters import CounterStore, Reservation, ReserveDecision
 
 NANOS_PER_DOLLAR = Decimal(10**9)
 
@@ -42,13 +41,6 @@ def month_to_date_spend(tenant_id: int, now: datetime) -> Decimal:
         UsageRollup.bucket_start >= month_start(now),
     )
     return Decimal(db.session.scalar(statement) or 0)
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetHold:
-    spent_key: str
-    reservations_key: str
-    member: str
 
 
 class CostEstimator:
@@ -84,32 +76,32 @@ class BudgetGuard:
         self.spent_ttl = spent_ttl
         self.hold_seconds = hold_seconds
 
-    def reserve(self, context: KeyContext, model: str, now: datetime) -> BudgetHold | None:
-        """A hold to settle later, or None when the tenant has no budget. Raises BudgetExhausted."""
+    def prepare(self, context: KeyContext, model: str, now: datetime) -> Reservation | None:
+        """The hold to ask for with the request's admission, or None when the tenant has no budget."""
         if context.monthly_budget is None:
             return None
         month = month_start(now).strftime("%Y%m")
-        hold = BudgetHold(
+        return Reservation(
             spent_key=f"budget:t{context.tenant_id}:{month}:spent",
             reservations_key=f"budget:t{context.tenant_id}:{month}:held",
-            member=f"{uuid.uuid4().hex}:{to_nanos(self.estimator.estimate(model))}",
+            budget=to_nanos(context.monthly_budget),
+            reservation_id=uuid.uuid4().hex,
+            amount=to_nanos(self.estimator.estimate(model)),
+            deadline=time.time() + self.hold_seconds,
         )
-        budget = to_nanos(context.monthly_budget)
-        decision = self._try_reserve(hold, budget)
-        if decision == -1:
-            spent = to_nanos(month_to_date_spend(context.tenant_id, now))
-            self.store.set_spent(hold.spent_key, spent, self.spent_ttl)
-            decision = self._try_reserve(hold, budget)
-        if decision != 1:
+
+    def confirm(
+        self, reservation: Reservation, decision: ReserveDecision | None, tenant_id: int, now: datetime
+    ) -> None:
+        """Raise BudgetExhausted unless the hold was taken; loads month-to-date spend when the store has
+        none cached (status -1) and tries once more."""
+        status = decision.status if decision is not None else self.store.reserve(reservation).status
+        if status == -1:
+            spent = to_nanos(month_to_date_spend(tenant_id, now))
+            self.store.set_spent(reservation.spent_key, spent, self.spent_ttl)
+            status = self.store.reserve(reservation).status
+        if status != 1:
             raise BudgetExhausted()
-        return hold
-
-    def _try_reserve(self, hold: BudgetHold, budget: int) -> int:
-        deadline = time.time() + self.hold_seconds
-        return self.store.reserve(hold.spent_key, hold.reservations_key, budget, hold.member, deadline).status
-
-    def settle(self, hold: BudgetHold, actual_cost: Decimal) -> None:
-        self.store.settle(hold.spent_key, hold.reservations_key, hold.member, to_nanos(actual_cost))
 
 
 class BudgetExhausted(Exception):

@@ -16,7 +16,7 @@ from typing import Any
 
 from webapp.proxy import errors
 from webapp.proxy.auth import KeyContext
-from webapp.proxy.counters import Bucket, CounterStore, RateDecision
+from webapp.proxy.counters import Bucket, CounterStore, RateDecision, Reservation, ReserveDecision, Settlement
 
 WINDOW_SECONDS = 60
 COUNTER_TTL = WINDOW_SECONDS + 5
@@ -38,6 +38,10 @@ class Admission:
     token_keys: tuple[str, ...]
     estimated_tokens: int
     headers: dict[str, str]
+    reserved: ReserveDecision | None = None
+
+    def settlement(self, actual_tokens: int, hold: Reservation | None = None, actual_cost: int = 0) -> Settlement:
+        return Settlement(self.token_keys, actual_tokens - self.estimated_tokens, hold, actual_cost)
 
 
 def limits_for(context: KeyContext, default_rpm: int, default_tpm: int) -> Limits:
@@ -88,11 +92,14 @@ def rate_headers(buckets: Sequence[Bucket], decision: RateDecision, reset_in: fl
     return headers
 
 
-def admit(store: CounterStore, context: KeyContext, limits: Limits, tokens: int) -> Admission:
-    """Charge one request and its estimated tokens, or raise a 429 with Retry-After."""
+def admit(
+    store: CounterStore, context: KeyContext, limits: Limits, tokens: int, reservation: Reservation | None = None
+) -> Admission:
+    """Charge one request and its estimated tokens, or raise a 429 with Retry-After. A reservation is
+    tried in the same round trip once the request is charged; its outcome is in `Admission.reserved`."""
     window, reset_in = _window(time.time())
     buckets = _buckets(context, limits, window, tokens)
-    decision = store.acquire(buckets, COUNTER_TTL)
+    decision, reserved = store.admit(buckets, COUNTER_TTL, reservation)
     headers = rate_headers(buckets, decision, reset_in)
     if not decision.allowed:
         denied = buckets[decision.denied_index or 0]
@@ -100,10 +107,4 @@ def admit(store: CounterStore, context: KeyContext, limits: Limits, tokens: int)
         unit = "requests" if ":r:" in denied.key else "tokens"
         message = f"Rate limit reached for {unit} per minute on this {scope}: limit {denied.limit}."
         raise errors.rate_limited(message, math.ceil(reset_in), headers)
-    return Admission((buckets[2].key, buckets[3].key), tokens, headers)
-
-
-def correct_tokens(store: CounterStore, admission: Admission, actual_tokens: int) -> None:
-    delta = actual_tokens - admission.estimated_tokens
-    if delta:
-        store.add([(key, delta) for key in admission.token_keys], COUNTER_TTL)
+    return Admission((buckets[2].key, buckets[3].key), tokens, headers, reserved)

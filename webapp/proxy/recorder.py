@@ -2,9 +2,10 @@
 
 The answer never waits for the database; rows are written at most PROXY_USAGE_BATCH_INTERVAL seconds
 after their request ends, in batches. Each batch goes through `record_usage` (insert-if-new on
-request_id) and is committed; only then are budget reservations settled and token estimates corrected,
-so a crash loses at most the queue, never a charge recorded twice. A failing database is retried with
-backoff until it recovers; on shutdown the queue is flushed (gunicorn `worker_exit`, atexit).
+request_id) and is committed; only then are budget reservations settled and token estimates corrected
+(one pipelined round trip per batch), so a crash loses at most the queue, never a charge recorded
+twice. A failing database is retried with backoff until it recovers; on shutdown the queue is flushed
+(gunicorn `worker_exit`, atexit).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -24,6 +25,8 @@ from sqlalchemy.exc import OperationalError
 
 from webapp.extensions import db
 from webapp.models import ApiKey
+from webapp.proxy.counters import CounterStore, Settlement
+from webapp.proxy.limits import COUNTER_TTL
 from webapp.usage.recording import UsageRecord, record_usage
 
 log = logging.getLogger(__name__)
@@ -35,7 +38,8 @@ MAX_REJECTIONS = 3
 @dataclass(frozen=True, slots=True)
 class PendingUsage:
     record: UsageRecord
-    after_commit: Callable[[], None] | None = None
+    settlement: Settlement | None = None
+    store: CounterStore | None = None  # where the settlement goes (the services' store when submitted)
 
 
 class UsageWriter:
@@ -105,8 +109,7 @@ class UsageWriter:
 
     def _write_until_stored(self, batch: Sequence[PendingUsage]) -> None:
         self._store(batch)
-        for item in batch:
-            self._after_commit(item)
+        self._settle(batch)
 
     def _store(self, batch: Sequence[PendingUsage]) -> None:
         """Retry while the database is unreachable; isolate a record the database keeps rejecting."""
@@ -141,13 +144,16 @@ class UsageWriter:
                 raise
 
     @staticmethod
-    def _after_commit(item: PendingUsage) -> None:
-        if item.after_commit is None:
-            return
-        try:
-            item.after_commit()
-        except Exception:
-            log.exception("settling usage %s failed", item.record.request_id)
+    def _settle(batch: Sequence[PendingUsage]) -> None:
+        by_store: dict[int, tuple[CounterStore, list[Settlement]]] = {}
+        for item in batch:
+            if item.settlement is not None and item.store is not None and not item.settlement.is_noop:
+                by_store.setdefault(id(item.store), (item.store, []))[1].append(item.settlement)
+        for store, settlements in by_store.values():
+            try:
+                store.settle(settlements, COUNTER_TTL)
+            except Exception:
+                log.exception("settling %d usage records failed", len(settlements))
 
     def _touch_last_used(self, batch: Sequence[PendingUsage]) -> None:
         """At most one UPDATE per key per resolution window instead of a write per request."""

@@ -20,9 +20,9 @@ from urllib3.exceptions import HTTPError
 from webapp.models import UsageSource, utcnow
 from webapp.proxy import errors
 from webapp.proxy.auth import KeyCache, KeyContext, authenticate
-from webapp.proxy.budget import BudgetExhausted, BudgetGuard, BudgetHold, CostEstimator
-from webapp.proxy.counters import CounterStore
-from webapp.proxy.limits import Admission, admit, correct_tokens, estimate_tokens, limits_for
+from webapp.proxy.budget import BudgetExhausted, BudgetGuard, CostEstimator, to_nanos
+from webapp.proxy.counters import CounterStore, Reservation
+from webapp.proxy.limits import COUNTER_TTL, Admission, admit, estimate_tokens, limits_for
 from webapp.proxy.recorder import PendingUsage, UsageWriter
 from webapp.proxy.streaming import SseRelay, StreamTally
 from webapp.proxy.upstream import Upstream, iter_raw_chunks
@@ -104,26 +104,31 @@ class ProxyCall:
         self.occurred_at: datetime = utcnow()
         self.model = ""
         self.admission: Admission | None = None
-        self.hold: BudgetHold | None = None
+        self.hold: Reservation | None = None
         self.headers: dict[str, str] = {}
 
     # admission
 
-    def admit(self, raw: bytes, body: dict[str, Any] | None) -> None:
-        limits = limits_for(self.context, self.svc.default_rpm, self.svc.default_tpm)
-        self.admission = admit(self.svc.counters, self.context, limits, estimate_tokens(raw, body or {}))
-        self.headers = dict(self.admission.headers)
-
-    def check_model(self, body: dict[str, Any]) -> None:
-        self.model = model_of(body)
-        if not self.context.allows_model(self.model):
-            raise errors.model_not_allowed(self.model)
-
-    def reserve_budget(self) -> None:
+    def check_model(self, body: dict[str, Any]) -> errors.ProxyError | None:
         try:
-            self.hold = self.svc.budget.reserve(self.context, self.model, self.occurred_at)
+            self.model = model_of(body)
+        except errors.ProxyError as error:
+            return error
+        return None if self.context.allows_model(self.model) else errors.model_not_allowed(self.model)
+
+    def admit(self, raw: bytes, body: dict[str, Any] | None, reserve: bool) -> None:
+        """Rate limits and, for a request that will be forwarded, the budget hold: one counter round trip."""
+        limits = limits_for(self.context, self.svc.default_rpm, self.svc.default_tpm)
+        reservation = self.svc.budget.prepare(self.context, self.model, self.occurred_at) if reserve else None
+        self.admission = admit(self.svc.counters, self.context, limits, estimate_tokens(raw, body or {}), reservation)
+        self.headers = self.admission.headers
+        if reservation is None:
+            return
+        try:
+            self.svc.budget.confirm(reservation, self.admission.reserved, self.context.tenant_id, self.occurred_at)
         except BudgetExhausted:
             raise errors.budget_exhausted(self.headers) from None
+        self.hold = reservation
 
     # forwarding
 
@@ -253,21 +258,11 @@ class ProxyCall:
             status_code=status,
             metadata={key: value for key, value in metadata.items() if value is not None},
         )
-        self.svc.writer.submit(PendingUsage(record, self._settlement(total, cost)))
+        settlement = self.admission.settlement(total, self.hold, to_nanos(cost)) if self.admission else None
+        self.svc.writer.submit(PendingUsage(record, settlement, self.svc.counters))
 
     def record_refusal(self, error: errors.ProxyError) -> None:
         self.record(own_request_id(), error.status, None, Decimal(0), {"error_code": error.code})
-
-    def _settlement(self, tokens: int, cost: Decimal) -> Any:
-        admission, hold, svc = self.admission, self.hold, self.svc
-
-        def settle() -> None:
-            if admission is not None:
-                correct_tokens(svc.counters, admission, tokens)
-            if hold is not None:
-                svc.budget.settle(hold, cost)
-
-        return settle
 
 
 def proxy_completion(endpoint: str, authorization: str | None, raw: bytes) -> Response:
@@ -275,12 +270,12 @@ def proxy_completion(endpoint: str, authorization: str | None, raw: bytes) -> Re
     context = authenticate(svc.key_cache, authorization, utcnow())
     call = ProxyCall(svc, context, endpoint)
     try:
-        body, parse_error = parse_body(raw)
-        call.admit(raw, body)
-        if parse_error is not None or body is None:
-            raise parse_error or errors.bad_request("Empty body.", "invalid_json")
-        call.check_model(body)
-        call.reserve_budget()
+        body, refusal = parse_body(raw)
+        if body is not None:
+            refusal = call.check_model(body)
+        call.admit(raw, body, reserve=refusal is None)
+        if refusal is not None or body is None:
+            raise refusal or errors.bad_request("Empty body.", "invalid_json")
         return call.forward(raw, body)
     except errors.ProxyError as error:
         call.record_refusal(error)
@@ -295,7 +290,7 @@ def list_models(authorization: str | None) -> Response:
     svc = services()
     context = authenticate(svc.key_cache, authorization, utcnow())
     call = ProxyCall(svc, context, "/v1/models")
-    call.admit(b"", {})
+    call.admit(b"", {}, reserve=False)
     upstream_response = svc.upstream.request("GET", "/v1/models", context.virtual_key)
     data, status = upstream_response.data, upstream_response.status
     payload: Any = orjson.loads(data) if data else None
@@ -305,5 +300,5 @@ def list_models(authorization: str | None) -> Response:
     elif status >= 400 and not is_openai_error(payload):
         data = errors.error_body(f"The model service answered {status}.", "api_error", str(status))
     if call.admission is not None:
-        correct_tokens(svc.counters, call.admission, 0)
+        svc.counters.settle([call.admission.settlement(0)], COUNTER_TTL)
     return Response(data, status=status, mimetype=errors.JSON_MIMETYPE, headers=call.headers)
