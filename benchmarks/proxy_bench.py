@@ -364,8 +364,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def render(report: dict[str, Any], args: argparse.Namespace) -> str:
     lines = [
-        "| phase | direct p50 / p99 ms | proxy p50 / p99 ms | added p50 / p99 ms | proxy req/s "
-        "| proxy CPU ms/req |",
+        "| phase | direct p50 / p99 ms | proxy p50 / p99 ms | added p50 / p99 ms | proxy req/s | proxy CPU ms/req |",
         "|---|---|---|---|---|---|",
     ]
     for concurrency in (1, 32):

@@ -61,6 +61,11 @@ class Config:
     SYNC_INTERVAL_MINUTES = _env_int("SYNC_INTERVAL_MINUTES", 5)
     SYNC_OVERLAP_MINUTES = _env_int("SYNC_OVERLAP_MINUTES", 15)
     SYNC_SETTLE_SECONDS = _env_int("SYNC_SETTLE_SECONDS", 60)
+    SYNC_STALE_MINUTES = _env_int("SYNC_STALE_MINUTES", 10)
+    SYNC_PAGE_SIZE = _env_int("SYNC_PAGE_SIZE", 1000)
+    SYNC_BATCH_SIZE = _env_int("SYNC_BATCH_SIZE", 5000)
+    SYNC_WINDOW_HOURS = _env_int("SYNC_WINDOW_HOURS", 24)
+    SYNC_PREFETCH_PAGES = _env_int("SYNC_PREFETCH_PAGES", 2)
     KEY_ROTATION_GRACE_HOURS = _env_float("KEY_ROTATION_GRACE_HOURS", 24.0)
     # Keys (issue 4): how often LiteLLM keys of revoked/expired keys are blocked, and the daily reconcile.
     KEY_RETIRE_INTERVAL_MINUTES = _env_float("KEY_RETIRE_INTERVAL_MINUTES", 5.0)

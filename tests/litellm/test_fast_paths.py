@@ -120,3 +120,56 @@ def test_prefetched_yields_everything_then_raises_and_stops_early() -> None:
     assert next(chunks) == [1]
     chunks.close()
     assert closed.wait(5), "the background walk was not stopped"
+
+
+class FakeSpendLogs:
+    """/spend/logs/v2 over an in-memory list, enough for SpendLogWalk (ascending, whole-second bounds)."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        self.calls: list[tuple[str, int]] = []
+
+    def _answer(self, params: dict[str, Any]) -> dict[str, Any]:
+        from datetime import UTC, datetime
+
+        def stamp(text: str) -> datetime:
+            return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+
+        lo, hi = stamp(params["start_date"]), stamp(params["end_date"])
+        hits = [row for row in self.rows if lo <= parsing.parse_timestamp(row["startTime"]) < hi]
+        size, page = params["page_size"], params["page"]
+        self.calls.append((params["start_date"], page))
+        return {"data": hits[(page - 1) * size : page * size], "total": len(hits), "page": page, "page_size": size}
+
+    def get(self, path: str, params: dict[str, Any]) -> Any:
+        return self._answer(params)
+
+    def get_bytes(self, path: str, params: dict[str, Any]) -> bytes:
+        return orjson.dumps(self._answer(params))
+
+    def decode_json(self, method: str, path: str, content: bytes) -> Any:
+        return orjson.loads(content)
+
+
+def test_lookahead_walk_equals_the_plain_walk_even_when_its_guess_is_wrong() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from webapp.litellm.native import SpendLogWalk
+
+    sim = history(tie_group=3)
+    start = datetime.fromtimestamp(sim.anchor_ms / 1000, UTC) + timedelta(seconds=7.5)
+    end = start + timedelta(hours=10)
+    rows = [orjson.loads(sim.v2_text(n)) for n in range(0, 2400)]
+    for row in rows[::2]:  # a nested startTime after the real one: the raw-body guess reads this one
+        row["metadata"]["spend_logs_metadata"] = {"startTime": (start + timedelta(hours=2)).isoformat()}
+    fake = FakeSpendLogs(rows)
+
+    def walk(lookahead: bool) -> list[str]:
+        chunks = SpendLogWalk(fake, start, end, 50, lookahead=lookahead).chunks()  # type: ignore[arg-type]
+        return [entry.request_id for chunk in chunks for entry in chunk]
+
+    plain = walk(False)
+    plain_calls = list(fake.calls)
+    fake.calls.clear()
+    assert walk(True) == plain and len(plain) == len(set(plain)) > 1000
+    assert set(plain_calls) < set(fake.calls), "no wrong guess was exercised"

@@ -138,3 +138,14 @@ def test_forwards_with_virtual_key_never_master(proxy: ProxyEnv, tenant_key) -> 
     proxy.client.post("/v1/chat/completions", json=chat(), headers=auth(secret))
     assert proxy.upstream.state.authorizations == ["Bearer sk-tenant-virtual-key-42"]
     assert proxy.app.config["LITELLM_MASTER_KEY"] not in proxy.upstream.state.authorizations[0]
+
+
+def test_proxy_answers_ignore_the_session_cookie(proxy: ProxyEnv, tenant_key) -> None:
+    secret = tenant_key()
+    proxy.client.set_cookie("session", "not-a-valid-signed-session")
+    for response in (
+        proxy.client.post("/v1/chat/completions", json=chat(), headers=auth(secret)),
+        proxy.client.post("/v1/chat/completions", json=chat()),
+    ):
+        assert "Cookie" not in response.headers.get("Vary", "")
+        assert "Set-Cookie" not in response.headers

@@ -44,6 +44,7 @@ def _as_rollup_source(record: UsageRecord) -> dict[str, Any]:
             "occurred_at",
             "tenant_id",
             "api_key_id",
+            "litellm_key_id",
             "model",
             "status_code",
             "prompt_tokens",

@@ -1,22 +1,32 @@
 """Client for stock LiteLLM (flavour "native"): virtual keys, /spend/logs/v2, health and models.
 
-Prefetch (`prefetch_pages` > 0, config LITELLM_PREFETCH_PAGES): the spend-log walk runs in a background
-thread, at most `prefetch_pages` chunks ahead of the caller, so LiteLLM builds and sends the next page
-while the caller stores the current one. The thread runs the very same walk (same requests, same order,
-same keyset rules), so the rows are exactly those of the sequential walk: start <= startTime < end, no
-skips or duplicates with ties or late rows. Only timing differs: a late row landing just ahead of the
-cursor is seen if it arrives before the thread reads that part of the window, as it would be before the
-sequential walk does. Memory: the caller's page, `prefetch_pages` queued chunks and the page in flight.
+Prefetch (`prefetch_pages` > 0, config LITELLM_PREFETCH_PAGES) overlaps three things that otherwise
+take turns: LiteLLM building a page, this client decoding and mapping one, and the caller storing one.
+- Lookahead: as soon as a full page's body arrives, the request the walk will make next is already sent
+  from a helper thread, before the body is decoded. That request depends only on the second of the
+  page's last startTime, read from the end of the raw body; after mapping, the walk uses the early answer
+  only if its real next request is that same one, otherwise it drops it and asks again. So every answer
+  the walk uses is one it would have asked for; it just left earlier.
+- Prefetch: the walk itself runs in a background thread, at most `prefetch_pages` chunks ahead of the
+  caller, with the same requests in the same order.
+Either way the rows are exactly those of the sequential walk: start <= startTime < end, no skips or
+duplicates with ties or late rows (the keyset rules below are untouched). Only timing moves: a late row
+is seen if it lands before the walk reads that part of the window, a page earlier than it would have
+sequentially. Memory: the caller's page, `prefetch_pages` queued chunks, the page being mapped and one
+raw page in flight.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import queue
+import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -45,6 +55,8 @@ DENSE_SECOND_PASSES = 3
 ONE_SECOND = timedelta(seconds=1)
 MODELS_CACHE_KEY = "models"
 PREFETCH_POLL_S = 0.1
+_TOTAL = re.compile(rb'"total":\s*(\d+)')
+_START_TIME = re.compile(rb'"startTime":\s*"([^"\\]{1,40})"')
 
 
 def litellm_datetime(moment: datetime) -> str:
@@ -79,6 +91,38 @@ def paged(chunks: Iterable[list[SpendLogEntry]], page_size: int) -> Iterator[Spe
             del pending[:page_size]
     if pending or number == 0:
         yield SpendLogPage(entries=tuple(pending), page=number + 1, has_more=False)
+
+
+class _Lookahead:
+    """At most one early request of the walk's first-page kind, run on a helper thread."""
+
+    def __init__(self, fetch: Callable[[datetime], bytes]) -> None:
+        self.fetch = fetch
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="litellm-lookahead")
+        self.pending: tuple[datetime, Future[bytes]] | None = None
+
+    def start(self, second: datetime) -> None:
+        self.pending = (second, self.pool.submit(self.fetch, second))
+
+    def take(self, second: datetime) -> bytes | None:
+        """The early answer for `second` (its error raised as the walk's own), or None."""
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return None
+        if pending[0] == second:
+            return pending[1].result()
+        self._drop(pending[1])
+        return None
+
+    @staticmethod
+    def _drop(future: Future[bytes]) -> None:
+        # Waited for, so the walk never has two requests in flight; its outcome is not the walk's.
+        with contextlib.suppress(Exception):
+            future.result()
+
+    def close(self) -> None:
+        self.pending = None
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _Prefetcher:
@@ -171,7 +215,9 @@ class SpendLogWalk:
         end: datetime,
         page_size: int,
         api_key: str | None = None,
+        lookahead: bool = False,
     ) -> None:
+        self.lookahead = lookahead
         self.transport = transport
         self.start = require_aware(start, "start")
         self.end = require_aware(end, "end")
@@ -182,8 +228,21 @@ class SpendLogWalk:
     def chunks(self) -> Iterator[list[SpendLogEntry]]:
         cursor, end = self.start, self.end
         query_end = ceil_second(end)
+        ahead = _Lookahead(lambda second: self._first_page_bytes(second, query_end)) if self.lookahead else None
+        try:
+            yield from self._walk(cursor, end, query_end, ahead)
+        finally:
+            if ahead is not None:
+                ahead.close()
+
+    def _walk(
+        self, cursor: datetime, end: datetime, query_end: datetime, ahead: _Lookahead | None
+    ) -> Iterator[list[SpendLogEntry]]:
         while cursor < end:
-            entries = self._fetch(floor_second(cursor), query_end, page=1)
+            if ahead is None:
+                entries = self._fetch(floor_second(cursor), query_end, page=1)
+            else:
+                entries = self._first_page_ahead(floor_second(cursor), query_end, ahead)
             if len(entries) < self.page_size:
                 wanted = [entry for entry in entries if cursor <= entry.occurred_at < end]
                 if wanted:
@@ -201,6 +260,42 @@ class SpendLogWalk:
                 continue
             yield from self._dense_second(cursor)
             cursor = floor_second(cursor) + ONE_SECOND
+
+    def _first_page_bytes(self, second: datetime, query_end: datetime) -> bytes:
+        self.requests += 1
+        return self.transport.get_bytes(SPEND_LOGS_PATH, self._params(second, query_end, 1))
+
+    def _first_page_ahead(self, second: datetime, query_end: datetime, ahead: _Lookahead) -> list[SpendLogEntry]:
+        raw = ahead.take(second)
+        if raw is None:
+            raw = self._first_page_bytes(second, query_end)
+        guess = self._next_second(raw)
+        if guess is not None:
+            ahead.start(guess)
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            payload = self.transport.decode_json("GET", SPEND_LOGS_PATH, raw)
+            return self._entries(parsing.require_dict(payload, SPEND_LOGS_PATH))
+        finally:
+            if paused:
+                gc.enable()
+
+    def _next_second(self, raw: bytes) -> datetime | None:
+        """The second the walk's next request will start at, if this body is a full page that does not
+        reach the end: read from the envelope's `total` and the last `startTime` in the body. A wrong
+        guess costs one unused request, never a row."""
+        total = _TOTAL.match(raw, max(0, raw.rfind(b'"total":')))
+        if total is None or int(total.group(1)) <= self.page_size:
+            return None
+        stamp = _START_TIME.match(raw, max(0, raw.rfind(b'"startTime":')))
+        if stamp is None:
+            return None
+        try:
+            last = parsing.parse_timestamp(stamp.group(1).decode())
+        except LiteLLMMalformedResponse:
+            return None
+        return floor_second(last) if last < self.end else None
 
     def _dense_second(self, cursor: datetime) -> Iterator[list[SpendLogEntry]]:
         second = floor_second(cursor)
@@ -250,6 +345,11 @@ class SpendLogWalk:
                 gc.enable()
 
     def _fetch_payload(self, start: datetime, end: datetime, page: int) -> dict[str, Any]:
+        self.requests += 1
+        payload = self.transport.get(SPEND_LOGS_PATH, self._params(start, end, page))
+        return parsing.require_dict(payload, SPEND_LOGS_PATH)
+
+    def _params(self, start: datetime, end: datetime, page: int) -> dict[str, Any]:
         params: dict[str, Any] = {
             "start_date": litellm_datetime(start),
             "end_date": litellm_datetime(end),
@@ -260,8 +360,7 @@ class SpendLogWalk:
         }
         if self.api_key:
             params["api_key"] = self.api_key
-        self.requests += 1
-        return parsing.require_dict(self.transport.get(SPEND_LOGS_PATH, params), SPEND_LOGS_PATH)
+        return params
 
     @staticmethod
     def _entries(payload: dict[str, Any]) -> list[SpendLogEntry]:
@@ -360,7 +459,7 @@ class NativeClient:
 
     # spend logs
     def iter_spend_log_pages(self, start: datetime, end: datetime, page_size: int = 1000) -> Iterator[SpendLogPage]:
-        walk = SpendLogWalk(self.transport, start, end, page_size)
+        walk = SpendLogWalk(self.transport, start, end, page_size, lookahead=self.prefetch_pages > 0)
         return paged(self._maybe_prefetched(walk.chunks()), walk.page_size)
 
     def _maybe_prefetched(self, chunks: Iterator[list[SpendLogEntry]]) -> Iterator[list[SpendLogEntry]]:

@@ -211,6 +211,24 @@ class Transport:
         params: Mapping[str, Any] | None = None,
         body: Mapping[str, Any] | None = None,
     ) -> Any:
+        response, content = self._exchange(method, path, params, body)
+        return self._decode(method, path, response, content)
+
+    def get_bytes(self, path: str, params: Mapping[str, Any] | None = None) -> bytes:
+        """A 2xx GET body, undecoded (errors raise as in `request`): lets a caller look at a page before
+        paying for its JSON decoding."""
+        response, content = self._exchange("GET", path, params, None)
+        if 200 <= response.status_code < 300:
+            return content
+        raise self._error_for("GET", path, response, content, self._json_or_none(content))
+
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        body: Mapping[str, Any] | None,
+    ) -> tuple[requests.Response, bytes]:
         self.breaker.before_call()
         started = time.perf_counter()
         try:
@@ -224,7 +242,7 @@ class Transport:
             self.breaker.record_failure()
         else:
             self.breaker.record_success()
-        return self._decode(method, path, response, content)
+        return response, content
 
     def _send(
         self,
@@ -254,6 +272,13 @@ class Transport:
         except (requests.RequestException, Urllib3Error) as exc:
             message = self.redact(f"LiteLLM {method} {path}: {type(exc).__name__}: {exc}")
             raise LiteLLMUnavailable(message) from None
+
+    def decode_json(self, method: str, path: str, content: bytes) -> Any:
+        """A 2xx body from `get_bytes` as JSON, with `request`'s malformed-body rule."""
+        payload = self._json_or_none(content)
+        if payload is None and content.strip() not in (b"", b"null"):
+            raise LiteLLMMalformedResponse(f"LiteLLM {method} {path}: body is not JSON", status=200)
+        return payload
 
     def _decode(self, method: str, path: str, response: requests.Response, content: bytes) -> Any:
         payload = self._json_or_none(content)

@@ -76,13 +76,22 @@ class V1Client(NativeClient):
         return paged(self._maybe_prefetched(self._chunks(start, end)), max(1, page_size))
 
     def _chunks(self, start: datetime, end: datetime) -> Iterator[list[SpendLogEntry]]:
-        seen: set[str] = set()
+        # Duplicates are looked for in this day's and the previous day's ids (a row a server files under
+        # two adjacent days, e.g. by its local midnight), not in the whole walk's: that set grew by a row
+        # per row, about 130 MB over a million.
+        previous: set[str] = set()
         for day in days_between(start, end):
+            seen: set[str] = set()
             fresh = []
             for entry in self._day(day):
-                if start <= entry.occurred_at < end and entry.request_id not in seen:
+                if (
+                    start <= entry.occurred_at < end
+                    and entry.request_id not in seen
+                    and entry.request_id not in previous
+                ):
                     seen.add(entry.request_id)
                     fresh.append(entry)
+            previous = seen
             fresh.sort(key=lambda entry: entry.occurred_at)
             if fresh:
                 yield fresh

@@ -107,16 +107,31 @@ class KeyCache:
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[float, KeyContext | None]] = {}
+        self._loading: dict[str, threading.Lock] = {}
+
+    def _fresh(self, secret_hash: str) -> tuple[float, KeyContext | None] | None:
+        entry = self._entries.get(secret_hash)
+        return entry if entry is not None and entry[0] > self._clock() else None
 
     def get_or_load(self, secret_hash: str, loader: Callable[[str], KeyContext | None]) -> KeyContext | None:
-        entry = self._entries.get(secret_hash)
-        if entry is not None and entry[0] > self._clock():
+        if entry := self._fresh(secret_hash):
             return entry[1]
-        context = loader(secret_hash)
+        # One load per key at a time: when a hot key's entry expires, the requests in flight wait for
+        # that one query instead of each taking a database connection (a burst queued on the pool).
         with self._lock:
-            if len(self._entries) >= MAX_CACHED_KEYS:
-                self._entries.clear()
-            self._entries[secret_hash] = (self._clock() + self.ttl, context)
+            loading = self._loading.setdefault(secret_hash, threading.Lock())
+        with loading:
+            if entry := self._fresh(secret_hash):
+                return entry[1]
+            try:
+                context = loader(secret_hash)
+                with self._lock:
+                    if len(self._entries) >= MAX_CACHED_KEYS:
+                        self._entries.clear()
+                    self._entries[secret_hash] = (self._clock() + self.ttl, context)
+            finally:
+                with self._lock:
+                    self._loading.pop(secret_hash, None)
         return context
 
     def invalidate(self, secret_hash: str | None = None) -> None:

@@ -7,14 +7,39 @@ overhead, and it exposes chunked reads, which streaming needs to pass chunks on 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import urllib3
+from urllib3.connection import HTTPConnection
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from webapp.proxy import errors
 
 STREAM_READ_SIZE = 65536
+
+
+class CoalescingConnection(HTTPConnection):
+    """Request line, headers and body in one send(): urllib3 writes the headers and the body separately,
+    and on loopback every send() costs the whole TCP receive path of the peer as well."""
+
+    _held: bytearray | None = None
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        self._held = bytearray()
+        try:
+            super().request(*args, **kwargs)
+            held = self._held
+        finally:
+            self._held = None
+        if held:
+            super().send(bytes(held))
+
+    def send(self, data: Any) -> None:
+        if self._held is not None and isinstance(data, bytes | bytearray | memoryview):
+            self._held += data
+            return
+        super().send(data)
 
 
 class Upstream:
@@ -27,6 +52,8 @@ class Upstream:
             retries=False,
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
         )
+        if type(self._pool) is urllib3.HTTPConnectionPool:
+            self._pool.ConnectionCls = CoalescingConnection
 
     def request(
         self, method: str, path: str, virtual_key: str, body: bytes | None = None, stream: bool = False

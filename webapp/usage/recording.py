@@ -18,7 +18,23 @@ from sqlalchemy.dialects import postgresql, sqlite
 from webapp.extensions import db
 from webapp.models import LATENCY_BUCKET_BOUNDS_MS, UsageLog, UsageRollup, UsageSource
 
-GRANULARITIES = ("hour", "day")
+# Rollup levels kept in `usage_rollups`, keyed by its `granularity` string: (time unit, dimensions).
+# Dashboards read the coarsest level that still answers the question (see queries.rollup_level):
+#   key      tenant x api key x model (0 = none)
+#   tenant   tenant x model, api_key_id = 0
+#   model    model across every tenant, tenant_id = api_key_id = 0
+#   unmapped rows without a tenant, per LiteLLM key: the token is kept in `model` ('' = no key)
+ROLLUP_LEVELS: dict[str, tuple[str, str]] = {
+    "hour": ("hour", "key"),
+    "day": ("day", "key"),
+    "thr": ("hour", "tenant"),
+    "tday": ("day", "tenant"),
+    "mhr": ("hour", "model"),
+    "mday": ("day", "model"),
+    "uhr": ("hour", "unmapped"),
+    "uday": ("day", "unmapped"),
+}
+GRANULARITIES = tuple(ROLLUP_LEVELS)
 LATENCY_COLUMNS = tuple(f"latency_b{index}" for index in range(len(LATENCY_BUCKET_BOUNDS_MS)))
 ROLLUP_KEY = ("granularity", "bucket_start", "tenant_id", "api_key_id", "model")
 ROLLUP_SUMS = (
@@ -122,6 +138,7 @@ def _rollup_source(record: UsageRecord) -> dict[str, Any]:
         "occurred_at": record.occurred_at,
         "tenant_id": record.tenant_id,
         "api_key_id": record.api_key_id,
+        "litellm_key_id": record.litellm_key_id,
         "model": record.model,
         "status_code": record.status_code,
         "prompt_tokens": record.prompt_tokens,
@@ -134,7 +151,20 @@ def _rollup_source(record: UsageRecord) -> dict[str, Any]:
 
 def bucket_start(moment: datetime, granularity: str) -> datetime:
     hour = moment.replace(minute=0, second=0, microsecond=0)
-    return hour if granularity == "hour" else hour.replace(hour=0)
+    return hour if ROLLUP_LEVELS.get(granularity, (granularity,))[0] == "hour" else hour.replace(hour=0)
+
+
+def level_key(row: dict[str, Any], dimensions: str) -> tuple[int, int, str] | None:
+    """(tenant_id, api_key_id, model) of a row at one level; None when the level does not count it."""
+    if dimensions == "key":
+        return row["tenant_id"] or 0, row["api_key_id"] or 0, row["model"] or ""
+    if dimensions == "tenant":
+        return row["tenant_id"] or 0, 0, row["model"] or ""
+    if dimensions == "model":
+        return 0, 0, row["model"] or ""
+    if row["tenant_id"] is None:
+        return 0, 0, row.get("litellm_key_id") or ""
+    return None
 
 
 def latency_bucket(latency_ms: int) -> int:
@@ -169,17 +199,17 @@ def _accumulate(sums: dict[str, Any], row: dict[str, Any], sign: int) -> None:
 
 
 def aggregate_rollups(rows: Iterable[dict[str, Any]], sign: int = 1) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """Group rows (single usage rows, or pre-aggregated hour groups) into hour and day buckets."""
+    """Group rows (single usage rows, or pre-aggregated hour groups) into the buckets of every level.
+    Rows should carry `litellm_key_id` (the unmapped levels group by it)."""
     buckets: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:
-        for granularity in GRANULARITIES:
-            key = (
-                granularity,
-                bucket_start(row["occurred_at"], granularity),
-                row["tenant_id"] or 0,
-                row["api_key_id"] or 0,
-                row["model"] or "",
-            )
+        hour = row["occurred_at"].replace(minute=0, second=0, microsecond=0)
+        starts = {"hour": hour, "day": hour.replace(hour=0)}
+        for granularity, (unit, dimensions) in ROLLUP_LEVELS.items():
+            owner = level_key(row, dimensions)
+            if owner is None:
+                continue
+            key = (granularity, starts[unit], *owner)
             sums = buckets.get(key)
             if sums is None:
                 sums = buckets[key] = _empty_sums()
@@ -226,41 +256,65 @@ PG_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _latency_filters() -> list[str]:
-    filters, lower = [], None
+def _latency_bin() -> str:
+    """The histogram bucket of a row, computed once per row (then counted per bucket)."""
+    cases, lower = [], None
     for index, bound in enumerate(LATENCY_BUCKET_BOUNDS_MS):
-        conditions = ["response_time_ms IS NOT NULL"]
-        if lower is not None:
-            conditions.append(f"response_time_ms > {lower}")
         if bound is not None:
-            conditions.append(f"response_time_ms <= {bound}")
-        filters.append(f"count(*) FILTER (WHERE {' AND '.join(conditions)}) AS latency_b{index}")
-        lower = bound
-    return filters
+            cases.append(f"WHEN response_time_ms <= {bound} THEN {index}")
+        lower = index
+    return f"CASE WHEN response_time_ms IS NULL THEN NULL {' '.join(cases)} ELSE {lower} END"
+
+
+_LEVEL_OWNER = {
+    "key": ("tenant_id", "api_key_id", "model", ""),
+    "tenant": ("tenant_id", "0", "model", ""),
+    "model": ("0", "0", "model", ""),
+    "unmapped": ("0", "0", "unmapped_key", "WHERE unmapped_key IS NOT NULL"),
+}
 
 
 def _postgresql_statement() -> str:
+    """Insert-if-new, then every rollup level from exactly the inserted rows: they are grouped per hour
+    once, and each level sums those few groups (not the rows again)."""
     arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in PG_COLUMNS)
     names = ", ".join(name for name, _ in PG_COLUMNS)
     sums = ", ".join(f"{column} = usage_rollups.{column} + EXCLUDED.{column}" for column in ROLLUP_SUMS)
+    bins = ", ".join(
+        f"count(*) FILTER (WHERE latency_bin = {index}) AS {column}" for index, column in enumerate(LATENCY_COLUMNS)
+    )
+    resum = ", ".join(f"sum({column})" for column in ROLLUP_SUMS)
+    levels = []
+    for granularity, (unit, dimensions) in ROLLUP_LEVELS.items():
+        tenant, key, model, where = _LEVEL_OWNER[dimensions]
+        bucket = "hour_start" if unit == "hour" else "date_trunc('day', hour_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+        levels.append(
+            f"SELECT '{granularity}', {bucket}, {tenant}, {key}, {model}, {resum} FROM hourly {where} GROUP BY 2, 3, 4, 5"
+        )
+    union = "\n    UNION ALL ".join(levels)
     return f"""
 WITH inserted AS (
     INSERT INTO usage_logs ({names}, created_at)
     SELECT {names}, now() FROM unnest({arrays}) AS incoming({names})
     ON CONFLICT (request_id) DO NOTHING
-    RETURNING occurred_at, tenant_id, api_key_id, model, status_code,
+    RETURNING occurred_at, tenant_id, api_key_id, litellm_key_id, model, status_code,
               prompt_tokens, completion_tokens, total_tokens, cost, response_time_ms
+), hourly AS (
+    SELECT date_trunc('hour', occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour_start,
+           coalesce(tenant_id, 0) AS tenant_id, coalesce(api_key_id, 0) AS api_key_id, coalesce(model, '') AS model,
+           CASE WHEN tenant_id IS NULL THEN coalesce(litellm_key_id, '') END AS unmapped_key,
+           count(*) AS requests, count(*) FILTER (WHERE status_code >= 400) AS errors,
+           sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+           sum(total_tokens) AS total_tokens, sum(cost) AS cost,
+           coalesce(sum(response_time_ms), 0) AS latency_ms_sum, count(response_time_ms) AS latency_count,
+           {bins}
+    FROM (SELECT *, {_latency_bin()} AS latency_bin FROM inserted) AS rows
+    GROUP BY 1, 2, 3, 4, 5
 ), rolled AS (
     INSERT INTO usage_rollups (granularity, bucket_start, tenant_id, api_key_id, model, {", ".join(ROLLUP_SUMS)})
-    SELECT granularity.name,
-           date_trunc(granularity.name, occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
-           coalesce(tenant_id, 0), coalesce(api_key_id, 0), coalesce(model, ''),
-           count(*), count(*) FILTER (WHERE status_code >= 400),
-           sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), sum(cost),
-           coalesce(sum(response_time_ms), 0), count(response_time_ms),
-           {", ".join(_latency_filters())}
-    FROM inserted CROSS JOIN (VALUES ('hour'), ('day')) AS granularity(name)
-    GROUP BY 1, 2, 3, 4, 5
+    SELECT * FROM (
+    {union}
+    ) AS levels
     ORDER BY 1, 2, 3, 4, 5
     ON CONFLICT ON CONSTRAINT uq_usage_rollups_bucket DO UPDATE SET {sums}
     RETURNING 1
