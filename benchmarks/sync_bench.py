@@ -60,7 +60,7 @@ def scratch_database(admin_url: str) -> Iterator[str]:
 
 
 @contextmanager
-def simulator(rows_per_day: int) -> Iterator[str]:
+def simulator(rows_per_day: int) -> Iterator[tuple[str, int]]:
     command = [
         sys.executable,
         "-m",
@@ -83,7 +83,7 @@ def simulator(rows_per_day: int) -> Iterator[str]:
         assert process.stdout is not None
         for line in process.stdout:
             if READY_LINE in line:
-                yield line.split()[-1].strip()
+                yield line.split()[-1].strip(), process.pid
                 return
         raise RuntimeError("the simulator did not start")
     finally:
@@ -91,11 +91,25 @@ def simulator(rows_per_day: int) -> Iterator[str]:
         process.wait()
 
 
-def worker(database_url: str, litellm_url: str, *arguments: str) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def worker(database_url: str, litellm_url: str, simulator_pid: int, *arguments: str) -> dict[str, Any]:
+    """Runs one import in a fresh process; adds the CPU seconds each process spent on it (the machine
+    has 2 cores: simulator + importer + PostgreSQL backend compete for them)."""
     env = os.environ | {"BENCH_DATABASE_URL": database_url, "BENCH_LITELLM_URL": litellm_url}
     command = [sys.executable, __file__, "--worker", *arguments]
+    simulator_before = cpu_seconds(simulator_pid)
+    load_before = os.getloadavg()[0]
     output = subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
-    return dict(json.loads(output.strip().splitlines()[-1]))
+    result = dict(json.loads(output.strip().splitlines()[-1]))
+    result["cpu_s"]["simulator"] = cpu_seconds(simulator_pid) - simulator_before
+    result["load_1m"] = (load_before, os.getloadavg()[0])
+    return result
 
 
 def migrate(database_url: str) -> None:
@@ -130,14 +144,14 @@ def main() -> None:
 
     rows_per_day = math.ceil(options.rows / DAYS)
     small_days = max(1, round(options.small / rows_per_day))
-    with simulator(rows_per_day) as litellm_url, scratch_database(options.admin_url) as database_url:
+    with simulator(rows_per_day) as (litellm_url, simulator_pid), scratch_database(options.admin_url) as database_url:
         migrate(database_url)
         anchor = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DAYS)
         first_day = f"{anchor:%Y-%m-%d}"
-        small = worker(database_url, litellm_url, "--first-day", first_day, "--days", str(small_days))
+        small = worker(database_url, litellm_url, simulator_pid, "--first-day", first_day, "--days", str(small_days))
         truncate_usage(database_url)
-        large = worker(database_url, litellm_url, "--first-day", first_day, "--days", str(DAYS))
-        idle = worker(database_url, litellm_url, "--incremental")
+        large = worker(database_url, litellm_url, simulator_pid, "--first-day", first_day, "--days", str(DAYS))
+        idle = worker(database_url, litellm_url, simulator_pid, "--incremental")
     report(small, large, idle)
 
 
@@ -150,6 +164,9 @@ def report(small: dict[str, Any], large: dict[str, Any], idle: dict[str, Any]) -
         total = result["seconds"]
         for stage, seconds in sorted(result["stages"].items(), key=lambda item: -item[1]):
             print(f"    {stage:<44} {seconds:8.2f} s  {100 * seconds / total:5.1f} %")
+        cpu = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result["cpu_s"].items())
+        load = "{:.2f} -> {:.2f}".format(*result["load_1m"])
+        print(f"    CPU time: {cpu} (of {2 * total:.1f} core-seconds); load average {load}")
     print(f"RSS ratio large/small: {large['peak_rss_mb'] / small['peak_rss_mb']:.2f}")
     print(f"RSS while importing the large run: {large['rss_samples_mb']}")
     print(
@@ -230,7 +247,14 @@ def run_worker(options: argparse.Namespace) -> dict[str, Any]:
             samples.append(round(rss_mb(), 1))
             next_sample[0] *= 10 if next_sample[0] < 1_000_000 else 2
 
+    import psutil
+
     with app.app_context():
+        from webapp.extensions import db
+
+        backend = psutil.Process(int(db.session.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()))
+        db.session.commit()
+        backend_before = sum(backend.cpu_times()[:2])
         started = time.perf_counter()
         if options.incremental:
             outcome = run_incremental()
@@ -239,6 +263,10 @@ def run_worker(options: argparse.Namespace) -> dict[str, Any]:
             window = dates_window(first, first + timedelta(days=options.days - 1), datetime.now(UTC))
             outcome = run_bulk_import(window, on_progress=sample)
         seconds = time.perf_counter() - started
+        # Pooled connections stay open until the process exits: every backend this import used is here.
+        pids = db.session.scalars(sa.text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"))
+        backend_cpu = sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids) - backend_before
+    own = resource.getrusage(resource.RUSAGE_SELF)
     if outcome.status != "succeeded":
         raise SystemExit(f"import failed: {outcome.message}")
     checkpoint = stages.seconds.pop("checkpoint (insert+commit)", 0.0)
@@ -256,6 +284,7 @@ def run_worker(options: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_samples_mb": samples,
         "stages": dict(stages.seconds),
+        "cpu_s": {"importer": own.ru_utime + own.ru_stime, "postgres backend": backend_cpu},
     }
 
 

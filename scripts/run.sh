@@ -18,7 +18,14 @@ if [ -z "${LITELLM_BASE_URL:-}" ]; then
 fi
 
 "$BIN/flask" db upgrade
-"$BIN/flask" seed-demo
+if [ -n "${SIM_PID:-}" ]; then
+  for _ in $(seq 1 30); do curl -fs "${LITELLM_BASE_URL}/health/liveliness" >/dev/null && break; sleep 0.5; done
+  # Demo: three simulator keys belong to the demo tenants, and the last 30 days of its usage are imported.
+  "$BIN/flask" seed-demo --map-simulator-keys
+  "$BIN/flask" litellm import --days 30 || echo "Bulk import failed; retry from the staff Usage sync page."
+else
+  "$BIN/flask" seed-demo
+fi
 PORT="${PORT:-5000}"
 echo
 echo "A1 SaaS Pro is starting on http://127.0.0.1:${PORT}/"

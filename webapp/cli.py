@@ -36,13 +36,17 @@ def create_admin(email: str, password: str, with_token: bool) -> None:
 
 
 @click.command("seed-demo")
+@click.option("--map-simulator-keys", is_flag=True, help="Also give three simulator keys to the demo tenants.")
 @with_appcontext
-def seed_demo() -> None:
+def seed_demo(map_simulator_keys: bool) -> None:
     """Seed demo plans, tenants and users (idempotent)."""
-    from webapp.demo import seed_demo_data
+    from webapp.demo import map_demo_simulator_keys, seed_demo_data
 
     for line in seed_demo_data():
         click.echo(line)
+    if map_simulator_keys:
+        for line in map_demo_simulator_keys():
+            click.echo(line)
 
 
 def register_commands(app: Flask) -> None:

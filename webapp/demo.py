@@ -69,3 +69,23 @@ def seed_demo_data() -> Iterator[str]:
     yield f"  staff admin:  {STAFF_EMAIL}"
     for spec in DEMO_TENANTS:
         yield f"  tenant admin: {spec['admin']}  ({spec['name']})"
+
+
+# Which simulator keys (by alias) the demo hands to which demo tenant, so the dashboards have data at once.
+DEMO_KEY_OWNERS = {"sim-key-0000": "acme", "sim-key-0001": "acme", "sim-key-0002": "globex"}
+
+
+def map_demo_simulator_keys() -> Iterator[str]:
+    """Import the simulator's keys and give three of them to the demo tenants (idempotent)."""
+    from webapp.keys.mapping import assign_key, import_keys
+    from webapp.models import LiteLLMKey
+
+    report = import_keys()
+    yield f"Imported LiteLLM keys: {report.seen} seen, {report.added} new."
+    for alias, slug in DEMO_KEY_OWNERS.items():
+        row = db.session.scalar(sa.select(LiteLLMKey).where(LiteLLMKey.key_alias == alias))
+        tenant = db.session.scalar(sa.select(Tenant).where(Tenant.slug == slug))
+        if row is not None and tenant is not None and row.tenant_id is None:
+            assign_key(row.token, tenant, None)
+            yield f"  {alias} -> {tenant.name}"
+    db.session.commit()

@@ -32,7 +32,8 @@ def start_scheduler(app: Flask) -> BackgroundScheduler | None:
 
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
     for spec in scheduled_jobs(app):
-        scheduler.add_job(_in_app_context(app, spec.func), "interval", id=spec.func.__name__, **spec.interval)
+        name = spec.func.__name__
+        scheduler.add_job(_in_app_context(app, spec.func), "interval", id=name, name=name, **spec.interval)
     scheduler.start()
     app.extensions["scheduler"] = scheduler
     log.info("scheduler started with %d jobs", len(scheduler.get_jobs()))

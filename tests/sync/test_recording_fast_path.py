@@ -6,10 +6,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from webapp.extensions import db
 from webapp.models import UsageLog, UsageRollup, UsageSource
+from webapp.usage import recording
 from webapp.usage.recording import ROLLUP_KEY, ROLLUP_SUMS, UsageRecord, aggregate_rollups, record_usage
 
 MOMENT = datetime(2026, 3, 1, 22, 59, 59, 999000, tzinfo=UTC)
@@ -19,7 +21,7 @@ LATENCIES = (None, 0, 100, 101, 250, 999, 1000, 2500, 5001, 10000, 10001)
 def _records() -> list[UsageRecord]:
     return [
         UsageRecord(
-            request_id=f'req-{index}-"quoted"\\back,slash {{x}}',
+            request_id=f'req-{index}-"quoted"\\back,slash {{x}}\ttab',
             source=UsageSource.SYNC,
             occurred_at=MOMENT + timedelta(milliseconds=index),
             litellm_key_id=None if index % 3 == 0 else "ab" * 32,
@@ -31,7 +33,7 @@ def _records() -> list[UsageRecord]:
             cost=Decimal("0.0000001234") * index,
             response_time_ms=latency,
             status_code=(200, 429, 500)[index % 3],
-            metadata={"note": 'tab\there "quote" \\ backslash', "n": index},
+            metadata={"note": 'tab\there "quote" \\ backslash\nnew line', "n": index},
         )
         for index, latency in enumerate(LATENCIES)
     ]
@@ -56,7 +58,11 @@ def _as_rollup_source(record: UsageRecord) -> dict[str, Any]:
     }
 
 
-def test_rows_and_rollups_match_the_reference_aggregation(app_context: None) -> None:
+@pytest.mark.parametrize("copy_from", [1, 10**9], ids=["copy", "arrays"])
+def test_rows_and_rollups_match_the_reference_aggregation(
+    app_context: None, monkeypatch: pytest.MonkeyPatch, copy_from: int
+) -> None:
+    monkeypatch.setattr(recording, "PG_COPY_FROM", copy_from)
     records = _records()
     result = record_usage(records + records[:2])
     again = record_usage(records)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from webapp.extensions import db
-from webapp.models import LATENCY_BUCKET_BOUNDS_MS, ApiKey, Plan, Tenant, UsageLog, UsageRollup
+from webapp.models import LATENCY_BUCKET_BOUNDS_MS, ApiKey, Plan, Tenant, UsageLog, UsageRollup, UTCDateTime
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -367,6 +367,15 @@ def compare(usage_filter: UsageFilter, period: Period, now: datetime) -> Compari
     return Comparison(current=totals(usage_filter, period), previous=totals(usage_filter, period.previous(now)))
 
 
+def truncate_time(granularity: Granularity, column: Any) -> sa.ColumnElement[datetime]:
+    """Start of the UTC hour or day, on PostgreSQL and on SQLite (the embedded default)."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        truncated = sa.func.date_trunc(granularity, column, "UTC")
+    else:
+        truncated = sa.func.strftime("%Y-%m-%d %H:00:00" if granularity == "hour" else "%Y-%m-%d 00:00:00", column)
+    return sa.type_coerce(truncated, UTCDateTime())
+
+
 def series_granularity(period: Period) -> Granularity:
     return "hour" if period.end - period.start <= 2 * DAY else "day"
 
@@ -375,7 +384,7 @@ def time_series(usage_filter: UsageFilter, period: Period, granularity: Granular
     """One point per hour or day of the period, zeros included."""
     granularity = granularity or series_granularity(period)
     source = usage_source(period, usage_filter, coarsest=granularity)
-    bucket = sa.func.date_trunc(granularity, source.c.bucket, "UTC").label("bucket_key")
+    bucket = truncate_time(granularity, source.c.bucket).label("bucket_key")
     rows = db.session.execute(sa.select(bucket, *_sums(source, with_latency=False)).group_by(bucket)).all()
     found = {row.bucket_key.astimezone(UTC): _totals_from_row(row) for row in rows}
     step = HOUR if granularity == "hour" else DAY
@@ -389,7 +398,7 @@ def time_series(usage_filter: UsageFilter, period: Period, granularity: Granular
 
 def _group_expression(source: sa.Subquery, group_by: GroupBy) -> sa.ColumnElement[Any]:
     if group_by in ("day", "hour"):
-        return sa.func.date_trunc(group_by, source.c.bucket, "UTC")
+        return truncate_time(group_by, source.c.bucket)
     column = {"model": "model", "api_key": "api_key_id", "tenant": "tenant_id"}[group_by]
     return source.c[column]
 

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from io import StringIO
 from typing import Any, cast
 
 import orjson
@@ -49,7 +50,10 @@ ROLLUP_SUMS = (
     *LATENCY_COLUMNS,
 )
 INSERT_CHUNK = 2000
-PG_CHUNK = 10_000
+PG_CHUNK = 20_000
+# From this many rows on, the PostgreSQL path ships them with COPY into a temp table (one round trip
+# more, but ~25 % less server time per row than unnest over array literals); below it, one statement.
+PG_COPY_FROM = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,11 +278,12 @@ _LEVEL_OWNER = {
 }
 
 
-def _postgresql_statement() -> str:
+def _postgresql_statement(staged: bool = False) -> str:
     """Insert-if-new, then every rollup level from exactly the inserted rows: they are grouped per hour
     once, and each level sums those few groups (not the rows again)."""
     arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in PG_COLUMNS)
     names = ", ".join(name for name, _ in PG_COLUMNS)
+    source = f"{STAGE_TABLE}" if staged else f"unnest({arrays}) AS incoming({names})"
     sums = ", ".join(f"{column} = usage_rollups.{column} + EXCLUDED.{column}" for column in ROLLUP_SUMS)
     bins = ", ".join(
         f"count(*) FILTER (WHERE latency_bin = {index}) AS {column}" for index, column in enumerate(LATENCY_COLUMNS)
@@ -295,7 +300,7 @@ def _postgresql_statement() -> str:
     return f"""
 WITH inserted AS (
     INSERT INTO usage_logs ({names}, created_at)
-    SELECT {names}, now() FROM unnest({arrays}) AS incoming({names})
+    SELECT {names}, now() FROM {source}
     ON CONFLICT (request_id) DO NOTHING
     RETURNING occurred_at, tenant_id, api_key_id, litellm_key_id, model, status_code,
               prompt_tokens, completion_tokens, total_tokens, cost, response_time_ms
@@ -323,13 +328,71 @@ SELECT count(*) FROM inserted
 """
 
 
+STAGE_TABLE = "usage_logs_stage"
 _PG_STATEMENT = sa.text(_postgresql_statement())
+_PG_STAGED_STATEMENT = sa.text(_postgresql_statement(staged=True))
+# Per session and emptied at every commit; a chunk inside a transaction truncates it first.
+_STAGE_DDL = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} ("
+    + ", ".join(f"{name} {kind}" for name, kind in PG_COLUMNS)
+    + ") ON COMMIT DELETE ROWS"
+)
 
 
 def _record_on_postgresql(records: Sequence[UsageRecord]) -> int:
+    unique = list({record.request_id: record for record in records}.values())
+    if len(unique) >= PG_COPY_FROM:
+        return _record_by_copy(unique)
+    return _record_by_arrays(unique)
+
+
+def _record_by_copy(unique: Sequence[UsageRecord]) -> int:
+    """COPY (text format) into the session's temp table, then the same insert + rollups reading it."""
+    connection = db.session.connection()
+    connection.exec_driver_sql(f"{_STAGE_DDL}; TRUNCATE {STAGE_TABLE}")
+    dumps = orjson.dumps
+    lines = [
+        "\t".join(
+            (
+                _copy_text(record.request_id),
+                _copy_plain(record.tenant_id),
+                _copy_plain(record.api_key_id),
+                record.source.value,
+                "\\N" if record.litellm_key_id is None else _copy_text(record.litellm_key_id),
+                record.occurred_at.isoformat(),
+                _copy_text(record.model),
+                _copy_text(record.endpoint),
+                str(record.prompt_tokens),
+                str(record.completion_tokens),
+                str(record.total_tokens),
+                str(record.cost),
+                _copy_plain(record.response_time_ms),
+                str(record.status_code),
+                _copy_text(dumps(record.metadata, default=str).decode()),
+            )
+        )
+        for record in unique
+    ]
+    lines.append("")
+    driver_connection: Any = connection.connection.driver_connection
+    with driver_connection.cursor() as cursor:
+        cursor.copy_expert(f"COPY {STAGE_TABLE} FROM STDIN", StringIO("\n".join(lines)))
+    return int(connection.execute(_PG_STAGED_STATEMENT).scalar_one())
+
+
+def _copy_plain(value: int | None) -> str:
+    return "\\N" if value is None else str(value)
+
+
+def _copy_text(value: str) -> str:
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        value = value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return value
+
+
+def _record_by_arrays(unique: Sequence[UsageRecord]) -> int:
     """Each column goes as one PostgreSQL array literal: a single string parameter that the server
     parses in one go (a list would become an ARRAY[...] expression with one node per value)."""
-    unique = list({record.request_id: record for record in records}.values())
     dumps = orjson.dumps
     columns = {
         "request_id": _text_array([record.request_id for record in unique]),
