@@ -257,21 +257,26 @@ class UsageLog(Base):
     extra: Mapped[dict[str, Any]] = mapped_column("metadata", JSON_DOC, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
+    # No (api_key_id, occurred_at) index: every write pays for each index (the bulk import most), and a
+    # key filter always carries its key's tenant (queries.filter_for_viewer), so the tenant index serves it.
     __table_args__ = (
         sa.Index("ix_usage_logs_tenant_time", "tenant_id", "occurred_at"),
-        sa.Index("ix_usage_logs_key_time", "api_key_id", "occurred_at"),
         sa.Index("ix_usage_logs_litellm_key_time", "litellm_key_id", "occurred_at"),
         sa.Index("ix_usage_logs_occurred_at", "occurred_at"),
     )
 
 
 class UsageRollup(Base):
-    """Pre-aggregated usage per hour and per day; 0 stands for 'no tenant/key' so the bucket key is unique."""
+    """Pre-aggregated usage per hour and per day; 0 stands for 'no tenant/key' so the bucket key is unique.
+
+    `granularity` names the level (webapp.usage.recording.ROLLUP_LEVELS): 'hour'/'day' per tenant, key and
+    model; 'thr'/'tday' per tenant and model; 'mhr'/'mday' per model; 'uhr'/'uday' per unmapped LiteLLM key
+    (the token is kept in `model`)."""
 
     __tablename__ = "usage_rollups"
 
     id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True)
-    granularity: Mapped[str] = mapped_column(sa.String(4))  # hour | day
+    granularity: Mapped[str] = mapped_column(sa.String(4))
     bucket_start: Mapped[datetime] = mapped_column(UTCDateTime())
     tenant_id: Mapped[int] = mapped_column(default=0)
     api_key_id: Mapped[int] = mapped_column(default=0)

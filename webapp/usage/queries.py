@@ -173,6 +173,7 @@ def filter_for_viewer(
         owner = db.session.scalar(sa.select(ApiKey.tenant_id).where(ApiKey.id == api_key_id))
         if owner is None or (tenant_id is not None and owner != tenant_id):
             raise ScopeError("no such key for this tenant")
+        tenant_id = owner  # same rows (a key's usage is its tenant's); lets (tenant_id, occurred_at) serve it
     return UsageFilter(tenant_id=tenant_id, api_key_id=api_key_id, model=model or None)
 
 
@@ -230,6 +231,16 @@ def read_plan(start: datetime, end: datetime, coarsest: Granularity = "day") -> 
 
 
 # ---------------------------------------------------------------- the unified source
+
+
+def rollup_level(unit: str, usage_filter: UsageFilter, group_by: str | None = None) -> str:
+    """The coarsest rollup level (recording.ROLLUP_LEVELS) whose dimensions answer the filter and grouping:
+    per model across tenants holds ~1/(tenants x keys) of the rows of the per-key level."""
+    if usage_filter.api_key_id is not None or group_by == "api_key":
+        return unit  # 'hour' | 'day': tenant x key x model
+    if usage_filter.tenant_id is not None or group_by == "tenant":
+        return "thr" if unit == "hour" else "tday"
+    return "mhr" if unit == "hour" else "mday"
 
 
 def _rollup_part(granularity: str, start: datetime, end: datetime, usage_filter: UsageFilter) -> sa.Select[Any]:
@@ -301,9 +312,15 @@ def _raw_part(start: datetime, end: datetime, usage_filter: UsageFilter) -> sa.S
     return _where_raw(statement, usage_filter)
 
 
-def usage_source(period: Period, usage_filter: UsageFilter, coarsest: Granularity = "day") -> sa.Subquery:
+def usage_source(
+    period: Period, usage_filter: UsageFilter, coarsest: Granularity = "day", group_by: str | None = None
+) -> sa.Subquery:
+    """Rows with bucket, tenant_id, api_key_id, model and the sums; tenant_id and api_key_id are 0 where
+    the chosen rollup level does not keep them (never when the filter or `group_by` needs them)."""
     parts = [
-        _raw_part(start, end, usage_filter) if source == "raw" else _rollup_part(source, start, end, usage_filter)
+        _raw_part(start, end, usage_filter)
+        if source == "raw"
+        else _rollup_part(rollup_level(source, usage_filter, group_by), start, end, usage_filter)
         for source, start, end in read_plan(period.start, period.end, coarsest)
     ]
     if not parts:
@@ -410,7 +427,7 @@ def breakdown(
     if group_by == "litellm_key_id":
         return _litellm_key_breakdown(usage_filter, period, limit)
     coarsest: Granularity = "hour" if group_by == "hour" else "day"
-    source = usage_source(period, usage_filter, coarsest)
+    source = usage_source(period, usage_filter, coarsest, group_by)
     group = _group_expression(source, group_by).label("group_key")
     statement = sa.select(group, *_sums(source, with_latency=False)).group_by(group)
     in_time_order = group_by in ("day", "hour")
@@ -461,12 +478,28 @@ def _litellm_key_breakdown(usage_filter: UsageFilter, period: Period, limit: int
 
 
 def unmapped_usage(period: Period, limit: int = 10) -> list[GroupRow]:
-    """Usage of LiteLLM keys no tenant owns yet (staff): largest cost first."""
-    source = _raw_part(period.start, period.end, UsageFilter()).add_columns(
-        UsageLog.litellm_key_id.label("litellm_key_id")
-    ).where(UsageLog.tenant_id.is_(None)).subquery("unmapped_usage")
+    """Usage of LiteLLM keys no tenant owns yet (staff): largest cost first. Whole hours and days come
+    from the 'uhr'/'uday' rollups (token in `model`), only the partial hours at the edges from raw rows."""
+    parts: list[sa.Select[Any]] = []
+    for source, start, end in read_plan(period.start, period.end):
+        if source == "raw":
+            raw = _raw_part(start, end, UsageFilter()).where(UsageLog.tenant_id.is_(None))
+            parts.append(raw.add_columns(UsageLog.litellm_key_id.label("litellm_key_id")))
+        else:
+            level = "uhr" if source == "hour" else "uday"
+            token = sa.func.nullif(UsageRollup.model, "").label("litellm_key_id")
+            parts.append(_rollup_part(level, start, end, UsageFilter()).add_columns(token))
+    if not parts:
+        return []
+    source = (parts[0] if len(parts) == 1 else sa.union_all(*parts)).subquery("unmapped_usage")
     group = source.c.litellm_key_id
-    statement = sa.select(group, *_sums(source)).group_by(group).order_by(sa.desc("cost"), group).limit(limit)
+    statement = (
+        sa.select(group, *_sums(source))
+        .group_by(group)
+        .having(sa.func.sum(source.c.requests) > 0)  # moving usage to an owner leaves zeroed buckets
+        .order_by(sa.desc("cost"), group)
+        .limit(limit)
+    )
     return [
         GroupRow(row.litellm_key_id, row.litellm_key_id or "(no key)", _totals_from_row(row))
         for row in db.session.execute(statement)
