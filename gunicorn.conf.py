@@ -7,7 +7,8 @@ streams finish on reload.
 
 import os
 
-wsgi_app = os.environ.get("GUNICORN_APP", "webapp:create_app()")
+# wsgi:app also starts the in-process scheduler (the sync job guards itself with an advisory lock).
+wsgi_app = os.environ.get("GUNICORN_APP", "wsgi:app")
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")

@@ -5,7 +5,7 @@
 Creates a scratch PostgreSQL database (BENCH_ADMIN_URL, default postgresql://postgres@127.0.0.1:5432/postgres),
 migrates it and loads the rows with one `INSERT .. SELECT generate_series` (it bypasses record_usage for
 speed; FK triggers off and usage_logs indexes built after the load), then builds the hour rollups with one
-`INSERT .. SELECT .. GROUP BY` and the day rollups from them - the same sums record_usage keeps.
+`INSERT .. SELECT .. GROUP BY` and every coarser level from them - the same levels and sums record_usage keeps.
 Tenant 1 owns every 10th row (1,000,000 of 10M), tenants 2-50 share the rest, 1% is unmapped.
 Requests go through the Flask test client (routing, auth, queries, templates, charts).
 """
@@ -57,11 +57,13 @@ FROM (SELECT g, CASE WHEN g % 10 = 0 THEN 1 + g % :keys_per_tenant
       FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS g) AS s
 """
 
-HOUR_ROLLUPS_SQL = """
-INSERT INTO usage_rollups (granularity, bucket_start, tenant_id, api_key_id, model, requests, errors, prompt_tokens,
-    completion_tokens, total_tokens, cost, latency_ms_sum, latency_count,
-    latency_b0, latency_b1, latency_b2, latency_b3, latency_b4, latency_b5, latency_b6, latency_b7)
-SELECT 'hour', date_trunc('hour', occurred_at, 'UTC'), coalesce(tenant_id, 0), coalesce(api_key_id, 0), model,
+SUM_COLUMNS = """requests, errors, prompt_tokens, completion_tokens, total_tokens, cost, latency_ms_sum, latency_count,
+    latency_b0, latency_b1, latency_b2, latency_b3, latency_b4, latency_b5, latency_b6, latency_b7"""
+
+# Hour buckets straight from the rows: per tenant x key x model ('hour') and per unmapped LiteLLM key ('uhr').
+RAW_HOUR_ROLLUPS_SQL = """
+INSERT INTO usage_rollups (granularity, bucket_start, tenant_id, api_key_id, model, {sums})
+SELECT '{level}', date_trunc('hour', occurred_at, 'UTC'), {owner},
        count(*), count(*) FILTER (WHERE status_code >= 400), sum(prompt_tokens), sum(completion_tokens),
        sum(total_tokens), sum(cost), sum(coalesce(response_time_ms, 0)), count(response_time_ms),
        count(*) FILTER (WHERE response_time_ms <= 100),
@@ -72,19 +74,50 @@ SELECT 'hour', date_trunc('hour', occurred_at, 'UTC'), coalesce(tenant_id, 0), c
        count(*) FILTER (WHERE response_time_ms > 2500 AND response_time_ms <= 5000),
        count(*) FILTER (WHERE response_time_ms > 5000 AND response_time_ms <= 10000),
        count(*) FILTER (WHERE response_time_ms > 10000)
-FROM usage_logs GROUP BY 1, 2, 3, 4, 5
+FROM usage_logs {where} GROUP BY 1, 2, 3, 4, 5
 """
 
-DAY_ROLLUPS_SQL = """
-INSERT INTO usage_rollups (granularity, bucket_start, tenant_id, api_key_id, model, requests, errors, prompt_tokens,
-    completion_tokens, total_tokens, cost, latency_ms_sum, latency_count,
-    latency_b0, latency_b1, latency_b2, latency_b3, latency_b4, latency_b5, latency_b6, latency_b7)
-SELECT 'day', date_trunc('day', bucket_start, 'UTC'), tenant_id, api_key_id, model, sum(requests), sum(errors),
-       sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), sum(cost), sum(latency_ms_sum),
-       sum(latency_count), sum(latency_b0), sum(latency_b1), sum(latency_b2), sum(latency_b3), sum(latency_b4),
-       sum(latency_b5), sum(latency_b6), sum(latency_b7)
-FROM usage_rollups WHERE granularity = 'hour' GROUP BY 1, 2, 3, 4, 5
+# Every coarser level is summed from a finer one: (level, from level, bucket, tenant, key, model).
+DERIVED_LEVELS = (
+    ("thr", "hour", "bucket_start", "tenant_id", "0", "model"),
+    ("mhr", "thr", "bucket_start", "0", "0", "model"),
+    ("day", "hour", "date_trunc('day', bucket_start, 'UTC')", "tenant_id", "api_key_id", "model"),
+    ("tday", "thr", "date_trunc('day', bucket_start, 'UTC')", "tenant_id", "0", "model"),
+    ("mday", "mhr", "date_trunc('day', bucket_start, 'UTC')", "0", "0", "model"),
+    ("uday", "uhr", "date_trunc('day', bucket_start, 'UTC')", "0", "0", "model"),
+)
+DERIVED_ROLLUPS_SQL = """
+INSERT INTO usage_rollups (granularity, bucket_start, tenant_id, api_key_id, model, {sums})
+SELECT '{level}', {bucket}, {tenant}, {key}, {model}, {resums}
+FROM usage_rollups WHERE granularity = '{source}' GROUP BY 1, 2, 3, 4, 5
 """
+
+
+def rollup_statements() -> list[str]:
+    """The same levels and sums record_usage keeps (webapp.usage.recording.ROLLUP_LEVELS)."""
+    resums = ", ".join(f"sum({column.strip()})" for column in SUM_COLUMNS.split(","))
+    statements = [
+        RAW_HOUR_ROLLUPS_SQL.format(
+            sums=SUM_COLUMNS, level="hour", owner="coalesce(tenant_id, 0), coalesce(api_key_id, 0), model", where=""
+        ),
+        RAW_HOUR_ROLLUPS_SQL.format(
+            sums=SUM_COLUMNS, level="uhr", owner="0, 0, coalesce(litellm_key_id, '')", where="WHERE tenant_id IS NULL"
+        ),
+    ]
+    for level, source, bucket, tenant, key, model in DERIVED_LEVELS:
+        statements.append(
+            DERIVED_ROLLUPS_SQL.format(
+                sums=SUM_COLUMNS,
+                level=level,
+                source=source,
+                bucket=bucket,
+                tenant=tenant,
+                key=key,
+                model=model,
+                resums=resums,
+            )
+        )
+    return statements
 
 
 def log(message: str) -> None:
@@ -165,8 +198,8 @@ def load_usage(rows: int) -> None:
     log(f"  indexes rebuilt ({time.perf_counter() - started:.0f} s)")
     with engine.begin() as connection:
         connection.execute(sa.text("SET LOCAL work_mem = '512MB'"))
-        connection.execute(sa.text(HOUR_ROLLUPS_SQL))
-        connection.execute(sa.text(DAY_ROLLUPS_SQL))
+        for statement in rollup_statements():
+            connection.execute(sa.text(statement))
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(sa.text("VACUUM ANALYZE usage_logs"))
         connection.execute(sa.text("VACUUM ANALYZE usage_rollups"))

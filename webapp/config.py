@@ -28,6 +28,7 @@ def default_database_url() -> str:
 class Config:
     ENV_NAME = "development"
     SECRET_KEY = os.environ.get("SECRET_KEY", "insecure-dev-key")
+    ENCRYPTION_KEY = os.environ.get("ENCRYPTION_KEY") or None
     SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL") or default_database_url()
     SQLALCHEMY_ENGINE_OPTIONS: dict[str, object] = {"pool_pre_ping": True}
     REDIS_URL = os.environ.get("REDIS_URL") or None

@@ -16,6 +16,7 @@ def _rows_to_move(token: str) -> sa.Select[Any]:
         UsageLog.occurred_at,
         UsageLog.tenant_id,
         UsageLog.api_key_id,
+        UsageLog.litellm_key_id,  # the unmapped-usage rollup levels are keyed by it
         UsageLog.model,
         UsageLog.status_code,
         UsageLog.prompt_tokens,

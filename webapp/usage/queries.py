@@ -481,12 +481,12 @@ def unmapped_usage(period: Period, limit: int = 10) -> list[GroupRow]:
     """Usage of LiteLLM keys no tenant owns yet (staff): largest cost first. Whole hours and days come
     from the 'uhr'/'uday' rollups (token in `model`), only the partial hours at the edges from raw rows."""
     parts: list[sa.Select[Any]] = []
-    for source, start, end in read_plan(period.start, period.end):
-        if source == "raw":
+    for kind, start, end in read_plan(period.start, period.end):
+        if kind == "raw":
             raw = _raw_part(start, end, UsageFilter()).where(UsageLog.tenant_id.is_(None))
             parts.append(raw.add_columns(UsageLog.litellm_key_id.label("litellm_key_id")))
         else:
-            level = "uhr" if source == "hour" else "uday"
+            level = "uhr" if kind == "hour" else "uday"
             token = sa.func.nullif(UsageRollup.model, "").label("litellm_key_id")
             parts.append(_rollup_part(level, start, end, UsageFilter()).add_columns(token))
     if not parts:

@@ -270,6 +270,7 @@ def _latency_bin() -> str:
     return f"CASE WHEN response_time_ms IS NULL THEN NULL {' '.join(cases)} ELSE {lower} END"
 
 
+DAY_OF_HOUR = "date_trunc('day', hour_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
 _LEVEL_OWNER = {
     "key": ("tenant_id", "api_key_id", "model", ""),
     "tenant": ("tenant_id", "0", "model", ""),
@@ -292,9 +293,10 @@ def _postgresql_statement(staged: bool = False) -> str:
     levels = []
     for granularity, (unit, dimensions) in ROLLUP_LEVELS.items():
         tenant, key, model, where = _LEVEL_OWNER[dimensions]
-        bucket = "hour_start" if unit == "hour" else "date_trunc('day', hour_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+        bucket = "hour_start" if unit == "hour" else DAY_OF_HOUR
         levels.append(
-            f"SELECT '{granularity}', {bucket}, {tenant}, {key}, {model}, {resum} FROM hourly {where} GROUP BY 2, 3, 4, 5"
+            f"SELECT '{granularity}', {bucket}, {tenant}, {key}, {model}, {resum} "
+            f"FROM hourly {where} GROUP BY 2, 3, 4, 5"
         )
     union = "\n    UNION ALL ".join(levels)
     return f"""
