@@ -90,6 +90,8 @@ class TestConfig(Config):
     SCHEDULER_ENABLED = False
     WTF_CSRF_ENABLED = False
     REDIS_URL = None
+    # Nothing listens on the discard port: a test that needs LiteLLM points the app at a simulator itself.
+    LITELLM_BASE_URL = "http://127.0.0.1:9"
 
 
 def config_for_environment() -> type[Config]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,8 @@ BASE_LAYOUT: dict[str, Any] = {
 
 
 def _html(figure: dict[str, Any], element_id: str) -> str:
+    # A fresh id per render: htmx "settles" a swapped element by restoring the attributes of the old element
+    # with the same id, which would strip the class Plotly puts on its chart and break the chart's layering.
     return str(
         pio.to_html(
             figure,
@@ -30,7 +33,7 @@ def _html(figure: dict[str, Any], element_id: str) -> str:
             full_html=False,
             validate=False,
             config=CONFIG,
-            div_id=element_id,
+            div_id=f"{element_id}-{secrets.token_hex(4)}",
             default_height=BASE_LAYOUT["height"],
         )
     )
