@@ -39,6 +39,8 @@ READY_LINE = "LiteLLM simulator listening on"
 # Pages are fetched and parsed in the prefetch thread, overlapping the inserts: those stages add up to
 # more than the wall time.
 FETCH_MARK = "[fetch thread] "
+# On PostgreSQL a writer thread stores each batch while the next is fetched (webapp.sync.writer).
+WRITER_MARK = "[writer thread] "
 
 
 # ---------------------------------------------------------------- orchestration
@@ -216,7 +218,7 @@ class Stages:
 
 def instrument() -> Stages:
     from webapp.litellm import native, transport
-    from webapp.sync import walk
+    from webapp.sync import walk, writer
 
     stages = Stages()
     stages.wrap(transport.Transport, "_send", FETCH_MARK + "http (request + body)")
@@ -224,7 +226,10 @@ def instrument() -> Stages:
     stages.wrap(native.SpendLogWalk, "_entries", FETCH_MARK + "rows -> SpendLogEntry")
     stages.wrap(walk.RunWalker, "_take", "mapping -> UsageRecord")
     stages.wrap(walk, "record_usage", "insert (record_usage)")
-    stages.wrap(walk.RunWalker, "_checkpoint", "checkpoint (insert+commit)")
+    stages.wrap(walk, "prepare_usage", "batch -> COPY text")
+    stages.wrap(writer, "record_prepared", WRITER_MARK + "insert (record_prepared)")
+    stages.wrap(writer.BatchWriter, "_store", WRITER_MARK + "store batch")
+    stages.wrap(walk.RunWalker, "_checkpoint", "checkpoint")
     return stages
 
 
@@ -269,10 +274,18 @@ def run_worker(options: argparse.Namespace) -> dict[str, Any]:
     own = resource.getrusage(resource.RUSAGE_SELF)
     if outcome.status != "succeeded":
         raise SystemExit(f"import failed: {outcome.message}")
-    checkpoint = stages.seconds.pop("checkpoint (insert+commit)", 0.0)
+    checkpoint = stages.seconds.pop("checkpoint", 0.0)
     insert = stages.seconds.get("insert (record_usage)", 0.0)
-    stages.seconds["commit + cursor"] = checkpoint - insert
-    main_thread = sum(value for stage, value in stages.seconds.items() if not stage.startswith(FETCH_MARK))
+    if WRITER_MARK + "store batch" in stages.seconds:
+        stored = stages.seconds.pop(WRITER_MARK + "store batch")
+        written = stages.seconds[WRITER_MARK + "insert (record_prepared)"]
+        stages.seconds[WRITER_MARK + "counters + commit"] = stored - written
+        prepared = stages.seconds.get("batch -> COPY text", 0.0)
+        stages.seconds["handing batches to the writer (waits while it is busy)"] = checkpoint - prepared
+    else:
+        stages.seconds["commit + cursor"] = checkpoint - insert
+    threads = (FETCH_MARK, WRITER_MARK)
+    main_thread = sum(value for stage, value in stages.seconds.items() if not stage.startswith(threads))
     stages.seconds["waiting for pages + glue"] = seconds - main_thread
     samples.append(round(rss_mb(), 1))
     return {

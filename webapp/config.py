@@ -67,6 +67,7 @@ class Config:
     SYNC_BATCH_SIZE = _env_int("SYNC_BATCH_SIZE", 5000)
     SYNC_WINDOW_HOURS = _env_int("SYNC_WINDOW_HOURS", 24)
     SYNC_PREFETCH_PAGES = _env_int("SYNC_PREFETCH_PAGES", 2)
+    SYNC_PIPELINED = _env_bool("SYNC_PIPELINED", True)
     KEY_ROTATION_GRACE_HOURS = _env_float("KEY_ROTATION_GRACE_HOURS", 24.0)
     # Keys (issue 4): how often LiteLLM keys of revoked/expired keys are blocked, and the daily reconcile.
     KEY_RETIRE_INTERVAL_MINUTES = _env_float("KEY_RETIRE_INTERVAL_MINUTES", 5.0)

@@ -257,11 +257,12 @@ class UsageLog(Base):
     extra: Mapped[dict[str, Any]] = mapped_column("metadata", JSON_DOC, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
-    # No (api_key_id, occurred_at) index: every write pays for each index (the bulk import most), and a
-    # key filter always carries its key's tenant (queries.filter_for_viewer), so the tenant index serves it.
     __table_args__ = (
         sa.Index("ix_usage_logs_tenant_time", "tenant_id", "occurred_at"),
-        sa.Index("ix_usage_logs_litellm_key_time", "litellm_key_id", "occurred_at"),
+        sa.Index("ix_usage_logs_key_time", "api_key_id", "occurred_at"),
+        # Token alone: its readers (attribution, key mapping) never range over time, and a one-column
+        # btree deduplicates the repeated token, so it is smaller and cheaper to keep up.
+        sa.Index("ix_usage_logs_litellm_key", "litellm_key_id"),
         sa.Index("ix_usage_logs_occurred_at", "occurred_at"),
     )
 

@@ -218,7 +218,8 @@ def upgrade():
     sa.UniqueConstraint('request_id', name=op.f('uq_usage_logs_request_id'))
     )
     with op.batch_alter_table('usage_logs', schema=None) as batch_op:
-        batch_op.create_index('ix_usage_logs_litellm_key_time', ['litellm_key_id', 'occurred_at'], unique=False)
+        batch_op.create_index('ix_usage_logs_key_time', ['api_key_id', 'occurred_at'], unique=False)
+        batch_op.create_index('ix_usage_logs_litellm_key', ['litellm_key_id'], unique=False)
         batch_op.create_index('ix_usage_logs_occurred_at', ['occurred_at'], unique=False)
         batch_op.create_index('ix_usage_logs_tenant_time', ['tenant_id', 'occurred_at'], unique=False)
 
@@ -230,7 +231,8 @@ def downgrade():
     with op.batch_alter_table('usage_logs', schema=None) as batch_op:
         batch_op.drop_index('ix_usage_logs_tenant_time')
         batch_op.drop_index('ix_usage_logs_occurred_at')
-        batch_op.drop_index('ix_usage_logs_litellm_key_time')
+        batch_op.drop_index('ix_usage_logs_litellm_key')
+        batch_op.drop_index('ix_usage_logs_key_time')
 
     op.drop_table('usage_logs')
     with op.batch_alter_table('litellm_keys', schema=None) as batch_op:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -8,7 +8,15 @@ import sqlalchemy as sa
 from webapp.extensions import db
 from webapp.models import UsageLog, UsageRollup, UsageSource
 from webapp.usage.attribution import reattribute_usage
-from webapp.usage.recording import UsageRecord, record_usage
+from webapp.usage.queries import UsageFilter, breakdown, days_period, totals, unmapped_usage
+from webapp.usage.recording import (
+    ROLLUP_KEY,
+    ROLLUP_LEVELS,
+    ROLLUP_SUMS,
+    UsageRecord,
+    aggregate_rollups,
+    record_usage,
+)
 
 MOMENT = datetime(2026, 11, 20, 10, 15, tzinfo=UTC)
 
@@ -77,3 +85,84 @@ def test_reattribution_moves_rows_and_rollups(app_context, make_tenant):
     reattribute_usage("a" * 64, None, None)
     assert _rollup("hour", 0).requests == 3  # type: ignore[union-attr]
     assert _rollup("day", tenant.id).requests == 0  # type: ignore[union-attr]
+
+
+ROW_COLUMNS = (
+    "occurred_at",
+    "tenant_id",
+    "api_key_id",
+    "litellm_key_id",
+    "model",
+    "status_code",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost",
+    "response_time_ms",
+)
+
+
+def _assert_every_level_matches_the_rows() -> None:
+    """Each rollup level (per key, per tenant, per model, per unmapped LiteLLM key) equals the stored rows
+    summed afresh; buckets emptied by moving usage may stay behind as zeros."""
+    columns = [getattr(UsageLog, name) for name in ROW_COLUMNS]
+    rows = [dict(row) for row in db.session.execute(sa.select(*columns)).mappings()]
+    expected = aggregate_rollups(rows)
+    actual = {
+        tuple(getattr(rollup, name) for name in ROLLUP_KEY): {name: getattr(rollup, name) for name in ROLLUP_SUMS}
+        for rollup in db.session.scalars(sa.select(UsageRollup))
+    }
+    assert {level for level, *_ in actual} == set(ROLLUP_LEVELS)
+    assert {key: sums for key, sums in actual.items() if any(sums.values())} == expected
+
+
+def test_every_rollup_level_follows_recording_and_reattribution(app_context, make_tenant):
+    _check_every_level(make_tenant().id, make_tenant().id)
+
+
+def test_every_rollup_level_on_sqlite(tmp_path):
+    """The generic path (Python aggregation) keeps the same levels as the PostgreSQL statement."""
+    from flask_migrate import upgrade
+
+    from tests.conftest import make_test_config
+    from webapp import create_app
+    from webapp.models import Tenant
+
+    app = create_app(make_test_config(f"sqlite:///{tmp_path / 'levels.db'}"))
+    with app.app_context():
+        upgrade()
+        tenants = [Tenant(name=f"T{index}", slug=f"t{index}") for index in range(2)]
+        db.session.add_all(tenants)
+        db.session.commit()
+        _check_every_level(tenants[0].id, tenants[1].id)
+        db.session.remove()
+
+
+def _check_every_level(first: int, second: int) -> None:
+    period = days_period(MOMENT.date(), MOMENT.date() + timedelta(days=1))
+    later = MOMENT + timedelta(hours=20)  # the next UTC day
+    record_usage(
+        [
+            _record("m1", tenant_id=first, litellm_key_id="c" * 64),
+            _record("u1", model="claude-3"),
+            _record("u2", status_code=500, response_time_ms=3000),
+            _record("u3", litellm_key_id="b" * 64, occurred_at=later),
+            _record("n1", litellm_key_id=None, model=""),
+        ]
+    )
+    db.session.commit()
+    _assert_every_level_matches_the_rows()
+    assert totals(UsageFilter(), period).requests == 5
+    assert totals(UsageFilter(tenant_id=first), period).requests == 1
+    assert {row.key: row.totals.requests for row in unmapped_usage(period)} == {"a" * 64: 2, "b" * 64: 1, None: 1}
+
+    reattribute_usage("a" * 64, second, None)
+    reattribute_usage("c" * 64, None, None)
+    db.session.commit()
+    _assert_every_level_matches_the_rows()
+    assert {row.key: row.totals.requests for row in unmapped_usage(period)} == {"b" * 64: 1, "c" * 64: 1, None: 1}
+    by_tenant = {row.key: row.totals.requests for row in breakdown(UsageFilter(), period, "tenant")}
+    assert by_tenant in ({second: 2, None: 3, first: 0}, {second: 2, None: 3})
+    by_model = {row.key: row.totals.requests for row in breakdown(UsageFilter(), period, "model")}
+    assert by_model == {"gpt-4o-mini": 3, "claude-3": 1, "": 1}
+    assert totals(UsageFilter(tenant_id=second), period).errors == 1

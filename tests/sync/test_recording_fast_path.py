@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,7 +13,16 @@ import sqlalchemy as sa
 from webapp.extensions import db
 from webapp.models import UsageLog, UsageRollup, UsageSource
 from webapp.usage import recording
-from webapp.usage.recording import ROLLUP_KEY, ROLLUP_SUMS, UsageRecord, aggregate_rollups, record_usage
+from webapp.usage.recording import (
+    ROLLUP_KEY,
+    ROLLUP_SUMS,
+    RecordResult,
+    UsageRecord,
+    aggregate_rollups,
+    prepare_usage,
+    record_prepared,
+    record_usage,
+)
 
 MOMENT = datetime(2026, 3, 1, 22, 59, 59, 999000, tzinfo=UTC)
 LATENCIES = (None, 0, 100, 101, 250, 999, 1000, 2500, 5001, 10000, 10001)
@@ -58,14 +68,25 @@ def _as_rollup_source(record: UsageRecord) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("copy_from", [1, 10**9], ids=["copy", "arrays"])
+def _prepared_then_recorded(records: list[UsageRecord]) -> RecordResult:
+    return record_prepared(prepare_usage(records))
+
+
+@pytest.mark.parametrize(
+    ("copy_from", "record"),
+    [(1, record_usage), (10**9, record_usage), (1, _prepared_then_recorded)],
+    ids=["copy", "arrays", "prepared-copy"],
+)
 def test_rows_and_rollups_match_the_reference_aggregation(
-    app_context: None, monkeypatch: pytest.MonkeyPatch, copy_from: int
+    app_context: None,
+    monkeypatch: pytest.MonkeyPatch,
+    copy_from: int,
+    record: Callable[[list[UsageRecord]], RecordResult],
 ) -> None:
     monkeypatch.setattr(recording, "PG_COPY_FROM", copy_from)
     records = _records()
-    result = record_usage(records + records[:2])
-    again = record_usage(records)
+    result = record(records + records[:2])
+    again = record(records)
     db.session.commit()
 
     assert (result.inserted, result.duplicates, again.inserted) == (len(records), 2, 0)

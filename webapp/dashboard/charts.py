@@ -33,7 +33,7 @@ def _html(figure: dict[str, Any], element_id: str) -> str:
             full_html=False,
             validate=False,
             config=CONFIG,
-            div_id=f"{element_id}-{secrets.token_hex(4)}",
+            div_id=f"{element_id}-{secrets.randbelow(10**9)}",
             default_height=BASE_LAYOUT["height"],
         )
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -61,3 +63,77 @@ def usage_record(entry: SpendLogEntry, owner: Owner) -> UsageRecord:
         status_code=entry.status_code,
         metadata=entry.metadata,
     )
+
+
+# A bulk import maps a million entries, and UsageRecord's frozen __init__ (an object.__setattr__ per
+# field) is most of the cost; the slot descriptors fill the same slots for a fraction of it. UsageRecord
+# has no __post_init__, so the result is the same object `usage_record` builds.
+_RECORD_FIELDS = (
+    "request_id",
+    "source",
+    "occurred_at",
+    "litellm_key_id",
+    "tenant_id",
+    "api_key_id",
+    "model",
+    "endpoint",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost",
+    "response_time_ms",
+    "status_code",
+    "metadata",
+)
+_RECORD_SLOTS = tuple(getattr(UsageRecord, name).__set__ for name in _RECORD_FIELDS)
+if tuple(item.name for item in dataclasses.fields(UsageRecord)) != _RECORD_FIELDS or hasattr(
+    UsageRecord, "__post_init__"
+):
+    raise RuntimeError("UsageRecord changed: update usage_records in webapp.sync.mapping")
+
+
+def usage_records(entries: Sequence[SpendLogEntry], key_map: KeyMap) -> tuple[list[UsageRecord], int]:
+    """`[usage_record(entry, owner_of(entry, key_map)) ...]` for a page, and how many had no tenant."""
+    (
+        s_request,
+        s_source,
+        s_at,
+        s_key,
+        s_tenant,
+        s_api_key,
+        s_model,
+        s_endpoint,
+        s_prompt,
+        s_completion,
+        s_total,
+        s_cost,
+        s_time,
+        s_status,
+        s_meta,
+    ) = _RECORD_SLOTS
+    new, sync, lookup = object.__new__, UsageSource.SYNC, key_map.get
+    records: list[UsageRecord] = []
+    unmapped = 0
+    for entry in entries:
+        token = entry.litellm_key_id
+        owner = NO_OWNER if token is None else lookup(token, NO_OWNER)
+        if owner.tenant_id is None:
+            unmapped += 1
+        record = new(UsageRecord)
+        s_request(record, entry.request_id)
+        s_source(record, sync)
+        s_at(record, entry.occurred_at)
+        s_key(record, token)
+        s_tenant(record, owner.tenant_id)
+        s_api_key(record, owner.api_key_id)
+        s_model(record, entry.model)
+        s_endpoint(record, entry.endpoint)
+        s_prompt(record, entry.prompt_tokens)
+        s_completion(record, entry.completion_tokens)
+        s_total(record, entry.total_tokens)
+        s_cost(record, entry.cost)
+        s_time(record, entry.response_time_ms)
+        s_status(record, entry.status_code)
+        s_meta(record, entry.metadata)
+        records.append(record)
+    return records, unmapped

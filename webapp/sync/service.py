@@ -156,6 +156,7 @@ def walk_settings(config: Any) -> WalkSettings:
         batch_size=int(config.get("SYNC_BATCH_SIZE", 5000)),
         window=timedelta(hours=float(config.get("SYNC_WINDOW_HOURS", 24))),
         prefetch_pages=int(config.get("SYNC_PREFETCH_PAGES", 2)),
+        pipelined=bool(config.get("SYNC_PIPELINED", True)),
     )
 
 

@@ -173,7 +173,6 @@ def filter_for_viewer(
         owner = db.session.scalar(sa.select(ApiKey.tenant_id).where(ApiKey.id == api_key_id))
         if owner is None or (tenant_id is not None and owner != tenant_id):
             raise ScopeError("no such key for this tenant")
-        tenant_id = owner  # same rows (a key's usage is its tenant's); lets (tenant_id, occurred_at) serve it
     return UsageFilter(tenant_id=tenant_id, api_key_id=api_key_id, model=model or None)
 
 

@@ -344,14 +344,47 @@ _STAGE_DDL = (
 def _record_on_postgresql(records: Sequence[UsageRecord]) -> int:
     unique = list({record.request_id: record for record in records}.values())
     if len(unique) >= PG_COPY_FROM:
-        return _record_by_copy(unique)
+        return _store_copy_text(_copy_text_of(unique))
     return _record_by_arrays(unique)
 
 
-def _record_by_copy(unique: Sequence[UsageRecord]) -> int:
+@dataclass(frozen=True, slots=True)
+class PreparedUsage:
+    """A batch turned into what `record_prepared` sends, so a thread that waits on the database (the sync's
+    writer) does not also spend the GIL on building it. Holds either the COPY text or the records."""
+
+    size: int
+    copy_text: str | None = None
+    records: Sequence[UsageRecord] = ()
+
+
+def prepare_usage(records: Sequence[UsageRecord]) -> PreparedUsage:
+    """No database access: safe in any thread. Bulk batches on PostgreSQL become COPY text up front."""
+    unique = list({record.request_id: record for record in records}.values())
+    if len(unique) >= PG_COPY_FROM and db.session.get_bind().dialect.name == "postgresql":
+        return PreparedUsage(size=len(records), copy_text=_copy_text_of(unique))
+    return PreparedUsage(size=len(records), records=records)
+
+
+def record_prepared(prepared: PreparedUsage) -> RecordResult:
+    """`record_usage` for a prepared batch: same insert-if-new and rollups, same result."""
+    if prepared.copy_text is None:
+        return record_usage(prepared.records)
+    inserted = _store_copy_text(prepared.copy_text)
+    return RecordResult(inserted=inserted, duplicates=prepared.size - inserted)
+
+
+def _store_copy_text(text: str) -> int:
     """COPY (text format) into the session's temp table, then the same insert + rollups reading it."""
     connection = db.session.connection()
     connection.exec_driver_sql(f"{_STAGE_DDL}; TRUNCATE {STAGE_TABLE}")
+    driver_connection: Any = connection.connection.driver_connection
+    with driver_connection.cursor() as cursor:
+        cursor.copy_expert(f"COPY {STAGE_TABLE} FROM STDIN", StringIO(text))
+    return int(connection.execute(_PG_STAGED_STATEMENT).scalar_one())
+
+
+def _copy_text_of(unique: Sequence[UsageRecord]) -> str:
     dumps = orjson.dumps
     lines = [
         "\t".join(
@@ -376,10 +409,7 @@ def _record_by_copy(unique: Sequence[UsageRecord]) -> int:
         for record in unique
     ]
     lines.append("")
-    driver_connection: Any = connection.connection.driver_connection
-    with driver_connection.cursor() as cursor:
-        cursor.copy_expert(f"COPY {STAGE_TABLE} FROM STDIN", StringIO("\n".join(lines)))
-    return int(connection.execute(_PG_STAGED_STATEMENT).scalar_one())
+    return "\n".join(lines)
 
 
 def _copy_plain(value: int | None) -> str:
