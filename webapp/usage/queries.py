@@ -20,22 +20,13 @@ import sqlalchemy as sa
 
 from webapp.extensions import db
 from webapp.models import LATENCY_BUCKET_BOUNDS_MS, ApiKey, Plan, Tenant, UsageLog, UsageRollup, UTCDateTime
+from webapp.usage.recording import LATENCY_COLUMNS, ROLLUP_SUMS
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-HISTOGRAM_COLUMNS = tuple(f"latency_b{index}" for index in range(len(LATENCY_BUCKET_BOUNDS_MS)))
-SUM_COLUMNS = (
-    "requests",
-    "errors",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "cost",
-    "latency_ms_sum",
-    "latency_count",
-    *HISTOGRAM_COLUMNS,
-)
+HISTOGRAM_COLUMNS = LATENCY_COLUMNS
+SUM_COLUMNS = ROLLUP_SUMS
 COUNT_COLUMNS = SUM_COLUMNS[:6]
 Granularity = Literal["hour", "day"]
 GroupBy = Literal["day", "hour", "model", "api_key", "tenant", "litellm_key_id"]
