@@ -12,6 +12,7 @@ from webapp.usage.queries import UsageFilter, breakdown, days_period, totals, un
 from webapp.usage.recording import (
     ROLLUP_KEY,
     ROLLUP_LEVELS,
+    ROLLUP_SOURCE_COLUMNS,
     ROLLUP_SUMS,
     UsageRecord,
     aggregate_rollups,
@@ -87,25 +88,10 @@ def test_reattribution_moves_rows_and_rollups(app_context, make_tenant):
     assert _rollup("day", tenant.id).requests == 0  # type: ignore[union-attr]
 
 
-ROW_COLUMNS = (
-    "occurred_at",
-    "tenant_id",
-    "api_key_id",
-    "litellm_key_id",
-    "model",
-    "status_code",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "cost",
-    "response_time_ms",
-)
-
-
 def _assert_every_level_matches_the_rows() -> None:
     """Each rollup level (per key, per tenant, per model, per unmapped LiteLLM key) equals the stored rows
     summed afresh; buckets emptied by moving usage may stay behind as zeros."""
-    columns = [getattr(UsageLog, name) for name in ROW_COLUMNS]
+    columns = [getattr(UsageLog, name) for name in ROLLUP_SOURCE_COLUMNS]
     rows = [dict(row) for row in db.session.execute(sa.select(*columns)).mappings()]
     expected = aggregate_rollups(rows)
     actual = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -22,6 +21,7 @@ from webapp.usage.recording import (
     prepare_usage,
     record_prepared,
     record_usage,
+    rollup_source,
 )
 
 MOMENT = datetime(2026, 3, 1, 22, 59, 59, 999000, tzinfo=UTC)
@@ -47,25 +47,6 @@ def _records() -> list[UsageRecord]:
         )
         for index, latency in enumerate(LATENCIES)
     ]
-
-
-def _as_rollup_source(record: UsageRecord) -> dict[str, Any]:
-    return {
-        name: getattr(record, name)
-        for name in (
-            "occurred_at",
-            "tenant_id",
-            "api_key_id",
-            "litellm_key_id",
-            "model",
-            "status_code",
-            "prompt_tokens",
-            "completion_tokens",
-            "total_tokens",
-            "cost",
-            "response_time_ms",
-        )
-    }
 
 
 def _prepared_then_recorded(records: list[UsageRecord]) -> RecordResult:
@@ -96,7 +77,7 @@ def test_rows_and_rollups_match_the_reference_aggregation(
     assert sample.extra == records[4].metadata and sample.occurred_at == records[4].occurred_at
     assert sample.cost == records[4].cost and sample.source == UsageSource.SYNC
 
-    expected = aggregate_rollups(_as_rollup_source(record) for record in records)
+    expected = aggregate_rollups(rollup_source(record) for record in records)
     actual = {
         tuple(getattr(rollup, name) for name in ROLLUP_KEY): {name: getattr(rollup, name) for name in ROLLUP_SUMS}
         for rollup in db.session.scalars(sa.select(UsageRollup))

@@ -50,6 +50,19 @@ ROLLUP_SUMS = (
     *LATENCY_COLUMNS,
 )
 INSERT_CHUNK = 2000
+ROLLUP_SOURCE_COLUMNS = (
+    "occurred_at",
+    "tenant_id",
+    "api_key_id",
+    "litellm_key_id",
+    "model",
+    "status_code",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost",
+    "response_time_ms",
+)
 PG_CHUNK = 20_000
 # From this many rows on, the PostgreSQL path ships them with COPY into a temp table (one round trip
 # more, but ~25 % less server time per row than unnest over array literals); below it, one statement.
@@ -134,23 +147,12 @@ def _insert_new(records: Sequence[UsageRecord]) -> list[dict[str, Any]]:
         .returning(table.c.request_id)
     )
     stored_ids = set(db.session.execute(statement).scalars())
-    return [_rollup_source(record) for record in unique_records if record.request_id in stored_ids]
+    return [rollup_source(record) for record in unique_records if record.request_id in stored_ids]
 
 
-def _rollup_source(record: UsageRecord) -> dict[str, Any]:
-    return {
-        "occurred_at": record.occurred_at,
-        "tenant_id": record.tenant_id,
-        "api_key_id": record.api_key_id,
-        "litellm_key_id": record.litellm_key_id,
-        "model": record.model,
-        "status_code": record.status_code,
-        "prompt_tokens": record.prompt_tokens,
-        "completion_tokens": record.completion_tokens,
-        "total_tokens": record.total_tokens,
-        "cost": record.cost,
-        "response_time_ms": record.response_time_ms,
-    }
+def rollup_source(record: UsageRecord) -> dict[str, Any]:
+    """The fields of a usage row that rollups (and their attribution moves) are built from."""
+    return {name: getattr(record, name) for name in ROLLUP_SOURCE_COLUMNS}
 
 
 def bucket_start(moment: datetime, granularity: str) -> datetime:
