@@ -10,8 +10,6 @@ it could undo a deliberate decision.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -25,6 +23,7 @@ from webapp.keys.mapping import remote_status
 from webapp.litellm import get_litellm
 from webapp.litellm.errors import LiteLLMError, LiteLLMNotFound
 from webapp.litellm.types import VirtualKey
+from webapp.locks import job_lock
 from webapp.models import ApiKey, LiteLLMKey, utcnow
 
 log = logging.getLogger(__name__)
@@ -104,8 +103,8 @@ def retire_keys() -> int:
 def reconcile_keys_job() -> None:
     from flask import current_app
 
-    with job_lock(RECONCILE_LOCK_KEY) as acquired:
-        if not acquired:
+    with job_lock(RECONCILE_LOCK_KEY) as lock:
+        if not lock.acquired:
             return
         report = reconcile_keys(fix=bool(current_app.config.get("KEY_RECONCILE_FIX", True)))
         log.info("key reconcile: %d local, %d remote, %d drift, %d fixed",
@@ -113,26 +112,9 @@ def reconcile_keys_job() -> None:
 
 
 def retire_keys_job() -> None:
-    with job_lock(RETIRE_LOCK_KEY) as acquired:
-        if acquired:
+    with job_lock(RETIRE_LOCK_KEY) as lock:
+        if lock.acquired:
             retire_keys()
-
-
-@contextmanager
-def job_lock(key: int) -> Iterator[bool]:
-    """One run at a time across processes (PostgreSQL session advisory lock on its own connection)."""
-    if db.engine.dialect.name != "postgresql":
-        yield True
-        return
-    with db.engine.connect() as connection:
-        acquired = bool(connection.scalar(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": key}))
-        connection.commit()
-        try:
-            yield acquired
-        finally:
-            if acquired:
-                connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-                connection.commit()
 
 
 # ---------------------------------------------------------------- internals
