@@ -40,9 +40,7 @@ def _record(request_id: str, source: UsageSource = UsageSource.PROXY, **fields) 
 
 def _rollup(granularity: str, tenant_id: int = 0) -> UsageRollup | None:
     return db.session.scalar(
-        sa.select(UsageRollup).where(
-            UsageRollup.granularity == granularity, UsageRollup.tenant_id == tenant_id
-        )
+        sa.select(UsageRollup).where(UsageRollup.granularity == granularity, UsageRollup.tenant_id == tenant_id)
     )
 
 
@@ -152,3 +150,21 @@ def _check_every_level(first: int, second: int) -> None:
     by_model = {row.key: row.totals.requests for row in breakdown(UsageFilter(), period, "model")}
     assert by_model == {"gpt-4o-mini": 3, "claude-3": 1, "": 1}
     assert totals(UsageFilter(tenant_id=second), period).errors == 1
+
+
+def test_a_stored_batch_moves_last_used_forward_only(app_context, make_tenant):
+    from webapp.models import ApiKey
+    from webapp.usage.recording import prepare_usage, record_prepared
+
+    tenant = make_tenant()
+    key = ApiKey(tenant_id=tenant.id, name="imported", prefix="sk-...abcd", litellm_key_id="c" * 64)
+    db.session.add(key)
+    db.session.flush()
+    latest = MOMENT + timedelta(hours=2)
+    record_prepared(
+        prepare_usage([_record("n1", api_key_id=key.id), _record("n2", api_key_id=key.id, occurred_at=latest)])
+    )
+    record_prepared(prepare_usage([_record("old", api_key_id=key.id, occurred_at=MOMENT - timedelta(days=1))]))
+    db.session.commit()
+    db.session.refresh(key)
+    assert key.last_used_at == latest

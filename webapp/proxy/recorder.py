@@ -19,15 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import sqlalchemy as sa
 from flask import Flask
 from sqlalchemy.exc import OperationalError
 
 from webapp.extensions import db
-from webapp.models import ApiKey
 from webapp.proxy.counters import CounterStore, Settlement
 from webapp.proxy.limits import COUNTER_TTL
-from webapp.usage.recording import UsageRecord, record_usage
+from webapp.usage.recording import UsageRecord, latest_use_by_key, record_usage, touch_last_used
 
 log = logging.getLogger(__name__)
 
@@ -157,19 +155,11 @@ class UsageWriter:
 
     def _touch_last_used(self, batch: Sequence[PendingUsage]) -> None:
         """At most one UPDATE per key per resolution window instead of a write per request."""
-        latest: dict[int, datetime] = {}
-        for item in batch:
-            key_id = item.record.api_key_id
-            if key_id is not None:
-                latest[key_id] = max(latest.get(key_id, item.record.occurred_at), item.record.occurred_at)
-        for key_id, moment in latest.items():
-            written = self._last_used_written.get(key_id)
-            if written is not None and moment - written < self.last_used_resolution:
-                continue
-            db.session.execute(
-                sa.update(ApiKey)
-                .where(ApiKey.id == key_id)
-                .where(sa.or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < moment))
-                .values(last_used_at=moment)
-            )
-            self._last_used_written[key_id] = moment
+        due = {
+            key_id: moment
+            for key_id, moment in latest_use_by_key(item.record for item in batch).items()
+            if key_id not in self._last_used_written
+            or moment - self._last_used_written[key_id] >= self.last_used_resolution
+        }
+        touch_last_used(due)
+        self._last_used_written.update(due)

@@ -22,7 +22,7 @@ from webapp.models import SyncRun, utcnow
 from webapp.sync.mapping import KeyMap, usage_records
 from webapp.sync.prefetch import prefetched
 from webapp.sync.writer import BatchWriter, Checkpoint, relax_commit
-from webapp.usage.recording import prepare_usage, record_usage
+from webapp.usage.recording import prepare_usage, record_prepared
 
 ProgressCallback = Callable[[SyncRun], None]
 
@@ -144,7 +144,7 @@ class RunWalker:
             set_committed_value(run, "cursor", cursor)
         else:
             if checkpoint.records:
-                result = record_usage(checkpoint.records)
+                result = record_prepared(prepare_usage(checkpoint.records))
                 run.inserted += result.inserted
                 run.duplicates += result.duplicates
             run.pages += checkpoint.pages

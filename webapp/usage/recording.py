@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from webapp.extensions import db
-from webapp.models import LATENCY_BUCKET_BOUNDS_MS, UsageLog, UsageRollup, UsageSource
+from webapp.models import LATENCY_BUCKET_BOUNDS_MS, ApiKey, UsageLog, UsageRollup, UsageSource
 
 # Rollup levels kept in `usage_rollups`, keyed by its `granularity` string: (time unit, dimensions).
 # Dashboards read the coarsest level that still answers the question (see queries.rollup_level):
@@ -358,22 +358,46 @@ class PreparedUsage:
     size: int
     copy_text: str | None = None
     records: Sequence[UsageRecord] = ()
+    last_used: dict[int, datetime] = field(default_factory=dict)
 
 
 def prepare_usage(records: Sequence[UsageRecord]) -> PreparedUsage:
     """No database access: safe in any thread. Bulk batches on PostgreSQL become COPY text up front."""
     unique = list({record.request_id: record for record in records}.values())
+    last_used = latest_use_by_key(records)
     if len(unique) >= PG_COPY_FROM and db.session.get_bind().dialect.name == "postgresql":
-        return PreparedUsage(size=len(records), copy_text=_copy_text_of(unique))
-    return PreparedUsage(size=len(records), records=records)
+        return PreparedUsage(size=len(records), copy_text=_copy_text_of(unique), last_used=last_used)
+    return PreparedUsage(size=len(records), records=records, last_used=last_used)
 
 
 def record_prepared(prepared: PreparedUsage) -> RecordResult:
-    """`record_usage` for a prepared batch: same insert-if-new and rollups, same result."""
+    """`record_usage` for a prepared batch (same insert-if-new and rollups, same result), plus the keys'
+    `last_used_at` (a sync batch is the only news of keys used straight against LiteLLM)."""
+    touch_last_used(prepared.last_used)
     if prepared.copy_text is None:
         return record_usage(prepared.records)
     inserted = _store_copy_text(prepared.copy_text)
     return RecordResult(inserted=inserted, duplicates=prepared.size - inserted)
+
+
+def latest_use_by_key(records: Iterable[UsageRecord]) -> dict[int, datetime]:
+    latest: dict[int, datetime] = {}
+    for record in records:
+        key_id = record.api_key_id
+        if key_id is not None and (key_id not in latest or latest[key_id] < record.occurred_at):
+            latest[key_id] = record.occurred_at
+    return latest
+
+
+def touch_last_used(latest: dict[int, datetime]) -> None:
+    """Move `api_keys.last_used_at` forward only; keys in id order so concurrent writers lock alike."""
+    for key_id, moment in sorted(latest.items()):
+        db.session.execute(
+            sa.update(ApiKey)
+            .where(ApiKey.id == key_id, sa.or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < moment))
+            .values(last_used_at=moment)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _store_copy_text(text: str) -> int:
