@@ -42,3 +42,26 @@ def test_usage_is_recorded_once_on_sqlite(tmp_path):
         hour_and_day = sa.select(UsageRollup.requests).where(UsageRollup.granularity.in_(("hour", "day")))
         assert db.session.scalars(hour_and_day).all() == [1, 1]
         assert db.session.scalar(sa.select(UsageRollup.cost).limit(1)) == Decimal("0.5")
+
+
+def test_last_used_moves_forward_only_on_sqlite(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from webapp.models import ApiKey, Tenant
+    from webapp.usage.recording import touch_last_used
+
+    app = create_app(make_test_config(f"sqlite:///{tmp_path / 'embedded.db'}"))
+    with app.app_context():
+        upgrade()
+        tenant = Tenant(name="Acme", slug="acme")
+        db.session.add(tenant)
+        db.session.flush()
+        key = ApiKey(tenant_id=tenant.id, name="k", prefix="a1sk-k")
+        db.session.add(key)
+        db.session.flush()
+        now = datetime.now(UTC)
+        touch_last_used({key.id: now})
+        touch_last_used({key.id: now - timedelta(days=1)})
+        db.session.commit()
+        db.session.refresh(key)
+        assert key.last_used_at == now

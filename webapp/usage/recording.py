@@ -390,14 +390,27 @@ def latest_use_by_key(records: Iterable[UsageRecord]) -> dict[int, datetime]:
 
 
 def touch_last_used(latest: dict[int, datetime]) -> None:
-    """Move `api_keys.last_used_at` forward only; keys in id order so concurrent writers lock alike."""
-    for key_id, moment in sorted(latest.items()):
-        db.session.execute(
-            sa.update(ApiKey)
-            .where(ApiKey.id == key_id, sa.or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < moment))
-            .values(last_used_at=moment)
-            .execution_options(synchronize_session=False)
-        )
+    """Move `api_keys.last_used_at` forward only: one statement per batch on PostgreSQL, one per key on
+    SQLite (no `UPDATE .. FROM (VALUES ..)` there)."""
+    if not latest:
+        return
+    if db.session.get_bind().dialect.name != "postgresql":
+        for key_id, moment in sorted(latest.items()):
+            _move_last_used(ApiKey.id == key_id, sa.literal(moment, ApiKey.last_used_at.type))
+        return
+    used = sa.values(
+        sa.column("key_id", sa.Integer), sa.column("used_at", ApiKey.last_used_at.type), name="used"
+    ).data(sorted(latest.items()))
+    _move_last_used(ApiKey.id == used.c.key_id, used.c.used_at)
+
+
+def _move_last_used(which: sa.ColumnElement[bool], moment: sa.ColumnElement[Any]) -> None:
+    db.session.execute(
+        sa.update(ApiKey)
+        .where(which, sa.or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < moment))
+        .values(last_used_at=moment)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _store_copy_text(text: str) -> int:
