@@ -225,7 +225,7 @@ def instrument() -> Stages:
     stages.wrap(transport.Transport, "_json_or_none", FETCH_MARK + "json parse")
     stages.wrap(native.SpendLogWalk, "_entries", FETCH_MARK + "rows -> SpendLogEntry")
     stages.wrap(walk.RunWalker, "_take", "mapping -> UsageRecord")
-    stages.wrap(walk, "record_usage", "insert (record_usage)")
+    stages.wrap(walk, "record_prepared", "insert (record_usage)")
     stages.wrap(walk, "prepare_usage", "batch -> COPY text")
     stages.wrap(writer, "record_prepared", WRITER_MARK + "insert (record_prepared)")
     stages.wrap(writer.BatchWriter, "_store", WRITER_MARK + "store batch")
