@@ -197,3 +197,23 @@ def test_staff_rotate_and_revoke_any_tenants_key(
     assert rotated.status_code == 201
     revoked = web.post(f"/api/admin/keys/{rotated.get_json()['id']}/revoke", headers=bearer(staff_token))
     assert revoked.status_code == 200 and revoked.get_json()["status"] == "revoked"
+
+
+def test_staff_revoke_a_key_from_the_staff_keys_page(
+    keys_app: Flask, web: FlaskClient, acme: TenantSetup, create_key: CreateKey, make_user: Callable[..., Any],
+    simulator: Any,
+) -> None:
+    key = create_key(acme, name="leaked")
+    login(web, acme.admin)
+    assert web.post(f"/staff/keys/{key['id']}/revoke").status_code == 403  # tenant admins use their own page
+    web.post("/logout")
+
+    login(web, make_user("staff"))
+    page = web.get("/staff/keys").get_data(as_text=True)
+    assert f"/staff/keys/{key['id']}/revoke" in page
+    revoked = web.post(f"/staff/keys/{key['id']}/revoke", follow_redirects=True)
+    assert revoked.status_code == 200 and "is revoked" in revoked.get_data(as_text=True)
+    stored = _key(keys_app, key["id"])
+    assert stored.status == "revoked"
+    assert remote_status(simulator, stored.litellm_key_id or "") == "revoked"
+    assert web.post("/staff/keys/999999/revoke").status_code == 404

@@ -21,7 +21,7 @@ from webapp.extensions import db
 from webapp.keys import bp, mapping, service
 from webapp.keys.forms import AssignForm, KeyCreateForm
 from webapp.keys.schemas import KeyCreate, normalise_token
-from webapp.models import Tenant
+from webapp.models import ApiKey, Tenant
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -105,7 +105,11 @@ def rotate_key(key_id: int) -> Response:
 @bp.post("/keys/<int:key_id>/revoke")
 @tenant_admin_required
 def revoke_key(key_id: int) -> Response:
-    api_key = service.get_key(key_id, _tenant_id())
+    _revoke(service.get_key(key_id, _tenant_id()))
+    return redirect(url_for("keys.tenant_keys"))
+
+
+def _revoke(api_key: ApiKey) -> None:
     if not EmptyForm().validate_on_submit():
         abort(400)
     try:
@@ -115,7 +119,6 @@ def revoke_key(key_id: int) -> Response:
     except ApiError as exc:
         db.session.rollback()
         flash(exc.message, "error")
-    return redirect(url_for("keys.tenant_keys"))
 
 
 # ---------------------------------------------------------------- staff pages
@@ -140,6 +143,15 @@ def staff_keys() -> str:
     tenants = {tenant.id: tenant for tenant in db.session.scalars(sa.select(Tenant))}
     return render_template("keys/staff_keys.html", keys=keys, tenants=tenants, tenant_id=tenant_id,
                            service=service)
+
+
+@bp.post("/staff/keys/<int:key_id>/revoke")
+@staff_required
+def staff_revoke_key(key_id: int) -> Response:
+    """Operators can kill any key at once (a leaked secret, an abusive tenant)."""
+    api_key = service.get_key(key_id, None)
+    _revoke(api_key)
+    return redirect(url_for("keys.staff_keys", tenant_id=api_key.tenant_id))
 
 
 @bp.get("/staff/key-mappings")
