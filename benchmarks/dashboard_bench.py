@@ -30,6 +30,7 @@ from webapp import create_app  # noqa: E402
 from webapp.config import TestConfig  # noqa: E402
 from webapp.extensions import db  # noqa: E402
 from webapp.models import ApiKey, Plan, Tenant, User, UserRole  # noqa: E402
+from webapp.scratch_db import create_database, drop_database  # noqa: E402
 
 BENCH_DB = "a1bench_dashboards"
 PASSWORD = "bench-password-123"
@@ -122,22 +123,6 @@ def rollup_statements() -> list[str]:
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def create_database(admin_url: str) -> str:
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
-        connection.execute(sa.text(f'CREATE DATABASE "{BENCH_DB}"'))
-    engine.dispose()
-    return make_url(admin_url).set(database=BENCH_DB).render_as_string(hide_password=False)
-
-
-def drop_database(admin_url: str) -> None:
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
-    engine.dispose()
 
 
 def seed_accounts() -> tuple[User, User]:
@@ -321,7 +306,7 @@ def main() -> None:
     arguments = parser.parse_args()
     url = make_url(arguments.admin_url).set(database=BENCH_DB).render_as_string(hide_password=False)
     if not arguments.reuse:
-        url = create_database(arguments.admin_url)
+        url = create_database(arguments.admin_url, BENCH_DB)
     config = type("BenchConfig", (TestConfig,), {"SQLALCHEMY_DATABASE_URI": url, "LITELLM_MAX_RETRIES": 0})
     app = create_app(config)
     try:
@@ -340,7 +325,7 @@ def main() -> None:
         with app.app_context():
             db.engine.dispose()
         if not arguments.keep:
-            drop_database(arguments.admin_url)
+            drop_database(arguments.admin_url, BENCH_DB)
             log(f"dropped {BENCH_DB}")
 
 

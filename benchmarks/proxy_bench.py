@@ -32,9 +32,10 @@ import gevent  # noqa: E402
 import orjson  # noqa: E402
 import psutil  # noqa: E402
 import requests  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
 import urllib3  # noqa: E402
 from gevent.pool import Pool  # noqa: E402
+
+from webapp.scratch_db import create_database, drop_database  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
@@ -80,23 +81,6 @@ def wait_http(url: str, timeout: float = 60) -> None:
 
 
 # ------------------------------------------------------------------ set-up
-
-
-def create_database() -> str:
-    name = f"a1bench_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(ADMIN_DB_URL, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return sa.engine.make_url(ADMIN_DB_URL).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(url: str) -> None:
-    name = sa.engine.make_url(url).database
-    engine = sa.create_engine(ADMIN_DB_URL, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
 
 
 def seed_key(env: dict[str, str], virtual_key: str) -> str:
@@ -300,7 +284,8 @@ def streams(
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {}
-    db_url = create_database()
+    db_name = f"a1bench_{uuid.uuid4().hex[:8]}"
+    db_url = create_database(ADMIN_DB_URL, db_name)
     sim, sim_url, virtual_key = start_simulator()
     env = {
         **os.environ,
@@ -358,7 +343,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 gunicorn.kill()
         sim.terminate()
         sim.wait(timeout=10)
-        drop_database(db_url)
+        drop_database(ADMIN_DB_URL, db_name)
     return report
 
 

@@ -17,7 +17,6 @@ import resource
 import subprocess
 import sys
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+
+from webapp.scratch_db import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -44,21 +44,6 @@ WRITER_MARK = "[writer thread] "
 
 
 # ---------------------------------------------------------------- orchestration
-
-
-@contextmanager
-def scratch_database(admin_url: str) -> Iterator[str]:
-    admin = make_url(admin_url)
-    name = f"a1bench_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
 
 
 @contextmanager
@@ -146,7 +131,10 @@ def main() -> None:
 
     rows_per_day = math.ceil(options.rows / DAYS)
     small_days = max(1, round(options.small / rows_per_day))
-    with simulator(rows_per_day) as (litellm_url, simulator_pid), scratch_database(options.admin_url) as database_url:
+    with (
+        simulator(rows_per_day) as (litellm_url, simulator_pid),
+        scratch_database(options.admin_url, "a1bench") as database_url,
+    ):
         migrate(database_url)
         anchor = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DAYS)
         first_day = f"{anchor:%Y-%m-%d}"

@@ -13,12 +13,12 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy.engine import make_url
 
 from webapp import create_app
 from webapp.config import TestConfig
 from webapp.extensions import db
 from webapp.models import Plan, Tenant, User, UserRole
+from webapp.scratch_db import scratch_database
 
 pytest_plugins = [
     plugin
@@ -32,18 +32,9 @@ TEST_PASSWORD = "correct-horse-battery"
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    """Create a throw-away PostgreSQL database for this run and drop it afterwards."""
-    admin_url = make_url(os.environ.get("TEST_DATABASE_URL", DEFAULT_ADMIN_URL))
-    name = f"a1test_{uuid.uuid4().hex[:12]}"
-    admin_engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin_engine.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin_engine.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin_engine.dispose()
+    """A throw-away PostgreSQL database for this run, dropped afterwards."""
+    with scratch_database(os.environ.get("TEST_DATABASE_URL", DEFAULT_ADMIN_URL), "a1test") as url:
+        yield url
 
 
 def make_test_config(database_url: str, **overrides: Any) -> type[TestConfig]:
