@@ -8,7 +8,7 @@ HTMX_JS := webapp/static/vendor/htmx.min.js
 PG_TEST_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test install install-test services lint typecheck pytest litellm-proxy browser clean
+.PHONY: run test install install-test services lint typecheck pytest litellm-proxy browser pdf-libs clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,7 @@ install-test: $(VENV)/.installed-test $(HTMX_JS)
 	@echo "SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))')" > .env
 	@echo "Wrote .env with a generated SECRET_KEY."
 
-run: install .env
+run: install .env pdf-libs
 	@bash scripts/run.sh
 
 services:
@@ -47,13 +47,16 @@ litellm-proxy:
 browser:
 	@bash scripts/ensure_browser.sh
 
+pdf-libs:
+	@bash scripts/ensure_pdf_libs.sh
+
 lint: install-test
 	$(BIN)/ruff check webapp tests scripts benchmarks wsgi.py
 
 typecheck: install-test
 	$(BIN)/mypy webapp
 
-pytest: install-test services litellm-proxy browser
+pytest: install-test services litellm-proxy browser pdf-libs
 	TEST_DATABASE_URL=$(PG_TEST_URL) TEST_REDIS_URL=$(REDIS_TEST_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest

@@ -32,3 +32,10 @@ def worker_exit(server, worker):  # type: ignore[no-untyped-def]
     from webapp.proxy.serving import flush_usage
 
     flush_usage(getattr(worker, "wsgi", None))
+
+
+def pre_request(worker, req):  # type: ignore[no-untyped-def]
+    from webapp.proxy.serving import close_after_large_body
+
+    worker.log.debug("%s %s", req.method, req.path)
+    close_after_large_body(req)

@@ -297,6 +297,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "APP_ENV": "development",
         "SECRET_KEY": "bench-" + "x" * 40,
         "PYTHONPATH": str(ROOT),
+        # the simulator's stream knobs are not OpenAI parameters: allowed the way an operator would
+        "PROXY_EXTRA_BODY_PARAMS": "mock_stream_chunks,mock_stream_delay_ms",
     }
     gunicorn = None
     try:

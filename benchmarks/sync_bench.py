@@ -1,10 +1,13 @@
 """Usage sync benchmark (issue 5): bulk import of 100k and 1M simulator spend rows into PostgreSQL.
 
-    .venv/bin/python benchmarks/sync_bench.py [--rows 1000000] [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
+    .venv/bin/python benchmarks/sync_bench.py [--rows 1000000] [--map-keys]
+        [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
 
 Starts the LiteLLM simulator on loopback (seeded history), creates a scratch database, runs each import
 in a fresh worker process (so peak RSS is that import's own), then an incremental run with nothing new,
-and drops the database. Prints rows/s, peak RSS and where the time goes.
+and drops the database. Prints rows/s, peak RSS and where the time goes. `--map-keys` first gives every simulator key
+to one of 10 tenants on 2 plans (one priced by markup, one with per-model prices and a price change half-way through
+the window), so every row is attributed and priced; without it every row is unmapped (stored at price 0).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -106,6 +110,48 @@ def migrate(database_url: str) -> None:
         upgrade(directory=str(ROOT / "migrations"))
 
 
+def map_keys_to_tenants(database_url: str, litellm_url: str, price_change: datetime) -> None:
+    """Every simulator key to one of 10 tenants: half on a markup plan, half on a plan with per-model prices
+    that change at `price_change` (price book versions exist only where the code has them)."""
+    import requests
+
+    from webapp.extensions import db
+    from webapp.models import LiteLLMKey, Plan, Tenant
+
+    answer = requests.get(
+        f"{litellm_url}/key/list", params={"size": 100}, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30
+    )
+    tokens = sorted(str(token) for token in answer.json()["keys"])
+    with build_app(database_url, litellm_url).app_context():
+        plans = [Plan(name="bench-markup", markup_percent=20), Plan(name="bench-listed", markup_percent=10)]
+        db.session.add_all(plans)
+        db.session.flush()
+        _price_change(plans[1].id, price_change)
+        tenants = [Tenant(name=f"Bench {index}", slug=f"bench-{index}", plan=plans[index % 2]) for index in range(10)]
+        db.session.add_all(tenants)
+        db.session.flush()
+        for index, token in enumerate(tokens):
+            db.session.add(LiteLLMKey(token=token, tenant_id=tenants[index % 10].id, origin="imported"))
+        db.session.commit()
+
+
+def _price_change(plan_id: int, moment: datetime) -> None:
+    try:
+        from webapp.models import ModelPrice, PriceBookVersion  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return  # code from before the price book: nothing is priced
+    from webapp.extensions import db
+
+    rates = {"gpt-4o-mini": ("0.15", "0.60"), "claude-3-haiku": ("0.25", "1.25")}
+    for starts, factor in ((datetime(1971, 1, 1, tzinfo=UTC), 1), (moment, 2)):
+        version = PriceBookVersion(plan_id=plan_id, effective_from=starts, markup_percent=10)
+        version.model_prices = [
+            ModelPrice(model=model, input_per_million=Decimal(i) * factor, output_per_million=Decimal(o) * factor)
+            for model, (i, o) in rates.items()
+        ]
+        db.session.add(version)
+
+
 def truncate_usage(database_url: str) -> None:
     engine = sa.create_engine(database_url)
     with engine.begin() as connection:
@@ -120,6 +166,7 @@ def main() -> None:
     parser.add_argument(
         "--admin-url", default=os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     )
+    parser.add_argument("--map-keys", action="store_true", help="attribute (and price) every row to a tenant")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--first-day", help=argparse.SUPPRESS)
     parser.add_argument("--days", type=int, help=argparse.SUPPRESS)
@@ -137,6 +184,8 @@ def main() -> None:
     ):
         migrate(database_url)
         anchor = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DAYS)
+        if options.map_keys:
+            map_keys_to_tenants(database_url, litellm_url, anchor + timedelta(days=DAYS // 2))
         first_day = f"{anchor:%Y-%m-%d}"
         small = worker(database_url, litellm_url, simulator_pid, "--first-day", first_day, "--days", str(small_days))
         truncate_usage(database_url)

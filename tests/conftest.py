@@ -66,6 +66,16 @@ def _clean_tables(request: pytest.FixtureRequest) -> Iterator[None]:
             connection.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
+@pytest.fixture(autouse=True)
+def _fresh_login_throttle(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Sign-in failures counted in the shared app's process store do not carry over to the next test."""
+    yield
+    if "app" in request.fixturenames:
+        from webapp.auth.throttle import EXTENSION
+
+        request.getfixturevalue("app").extensions.pop(EXTENSION, None)
+
+
 @pytest.fixture
 def app_context(app: Flask) -> Iterator[None]:
     with app.app_context():

@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask
 
-from webapp.config import INSECURE_SECRET_KEYS, Config, config_for_environment
+from webapp.config import Config, config_for_environment, startup_problems
 from webapp.extensions import csrf, db, login_manager, migrate
 from webapp.models import User
 
@@ -14,6 +14,7 @@ from webapp.models import User
 def create_app(config_class: type[Config] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.from_object(config_class or config_for_environment())
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]  # /v1 raises its own (webapp.proxy)
     _refuse_insecure_production(app)
     _configure_logging(app)
     register_extensions(app)
@@ -26,10 +27,9 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
 
 
 def _refuse_insecure_production(app: Flask) -> None:
-    if app.config.get("ENV_NAME") == "production" and (
-        app.config["SECRET_KEY"] in INSECURE_SECRET_KEYS or len(app.config["SECRET_KEY"]) < 32
-    ):
-        raise RuntimeError("Refusing to start in production without a real SECRET_KEY (32+ random characters).")
+    problems = startup_problems(app.config)
+    if problems:
+        raise RuntimeError(f"Refusing to start ({app.config.get('ENV_NAME')}): " + " ".join(problems))
 
 
 def _configure_logging(app: Flask) -> None:
@@ -38,16 +38,18 @@ def _configure_logging(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    from webapp import litellm, proxy
+    from webapp import headers, litellm, proxy
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.config.get("MIGRATIONS_DIR", _migrations_dir())))
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
+    login_manager.id_attribute = "new_login_id"  # sessions carry the user's epoch: webapp.auth.sessions
     login_manager.login_message_category = "info"
     csrf.init_app(app)
     litellm.init_app(app)
     proxy.init_app(app)
+    headers.init_app(app)
 
 
 def _migrations_dir() -> str:
@@ -57,23 +59,30 @@ def _migrations_dir() -> str:
 
 
 @login_manager.user_loader
-def load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id))
+def load_user(login_id: str) -> User | None:
+    from webapp.auth.sessions import user_for_login_id
+
+    return user_for_login_id(login_id)
 
 
 def register_blueprints(app: Flask) -> None:
     from webapp.api import admin_bp, tenant_bp
     from webapp.auth import bp as auth_bp
+    from webapp.billing.views import bp as billing_bp
     from webapp.dashboard import bp as dashboard_bp
     from webapp.keys import bp as keys_bp
     from webapp.main import bp as main_bp
     from webapp.sync import bp as sync_bp
+    from webapp.webhooks.api import admin_api_bp as webhooks_admin_api_bp
+    from webapp.webhooks.api import api_bp as webhooks_api_bp
+    from webapp.webhooks.views import bp as webhooks_bp
 
-    for page_blueprint in (auth_bp, main_bp, keys_bp, sync_bp, dashboard_bp):
+    for page_blueprint in (auth_bp, main_bp, keys_bp, sync_bp, dashboard_bp, webhooks_bp, billing_bp):
         app.register_blueprint(page_blueprint)
+    from webapp.hooks import bp as hooks_bp
     from webapp.proxy import bp as proxy_bp
 
-    for api_blueprint in (admin_bp, tenant_bp, proxy_bp):
+    for api_blueprint in (admin_bp, tenant_bp, proxy_bp, webhooks_api_bp, webhooks_admin_api_bp, hooks_bp):
         csrf.exempt(api_blueprint)
         app.register_blueprint(api_blueprint)
 

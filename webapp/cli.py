@@ -1,4 +1,4 @@
-"""Command-line entry points: `flask create-admin`, `flask seed-demo`, `flask litellm ...`."""
+"""Command-line entry points: `flask create-admin`, `flask seed-demo`, `flask litellm ...`, `flask keys ...`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from flask.cli import AppGroup, with_appcontext
 from webapp.extensions import db
 
 litellm_cli = AppGroup("litellm", help="Talk to LiteLLM: simulator, status, keys, usage sync.")
+keys_cli = AppGroup("keys", help="Stored secrets of API keys: re-encryption under a new ENCRYPTION_KEY.")
 
 
 @click.command("create-admin")
@@ -28,11 +29,13 @@ def create_admin(email: str, password: str, with_token: bool) -> None:
     if len(password) < 10:
         raise click.UsageError("Use a password of at least 10 characters.")
     user = create_staff_user(email, password)
-    secret = issue_personal_token(user, "created by create-admin").secret if with_token else None
+    issued = issue_personal_token(user, "created by create-admin") if with_token else None
     db.session.commit()
     click.echo(f"Created staff admin {user.email}.")
-    if secret:
-        click.echo(f"API token (shown once): {secret}")
+    if issued is not None:
+        if issued.token.expires_at is not None:
+            click.echo(f"The API token expires on {issued.token.expires_at:%Y-%m-%d %H:%M} UTC.")
+        click.echo(f"API token (shown once): {issued.secret}")
 
 
 @click.command("seed-demo")
@@ -54,6 +57,10 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(create_admin)
     app.cli.add_command(seed_demo)
     app.cli.add_command(litellm_cli)
+    app.cli.add_command(keys_cli)
+    from webapp.billing.cli import billing_cli
+
+    app.cli.add_command(billing_cli)
 
 
 def _load_feature_commands() -> None:

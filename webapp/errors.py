@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from webapp.extensions import db
 
-JSON_PREFIXES = ("/api/",)
+JSON_PREFIXES = ("/api/", "/hooks/")
 
 
 class ApiError(Exception):
@@ -48,6 +48,10 @@ def _wants_json() -> bool:
 
 
 def register_error_handlers(app: Flask) -> None:
+    # here: webapp.proxy imports modules that import this one
+    from webapp.proxy import errors as proxy_errors
+    from webapp.proxy.service import own_request_id
+
     @app.errorhandler(ApiError)
     def handle_api_error(error: ApiError) -> Response:
         db.session.rollback()
@@ -61,6 +65,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def handle_http_error(error: HTTPException) -> Response | tuple[str, int]:
         status = error.code or 500
+        if proxy_errors.is_proxy_path(request.path):  # /v1 answers in OpenAI's shape, whatever went wrong
+            refusal = proxy_errors.for_http_exception(error, request.method, request.path, own_request_id())
+            return refusal.to_response()
         if _wants_json():
             return json_error(status, error.description or error.name, error.name.lower().replace(" ", "_"))
         return render_template("error.html", status=status, title=error.name, message=error.description), status
@@ -68,6 +75,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception) -> Response | tuple[str, int]:
         db.session.rollback()
+        if proxy_errors.is_proxy_path(request.path):
+            request_id = own_request_id()
+            app.logger.exception("unhandled error on %s %s (request %s)", request.method, request.path, request_id)
+            return proxy_errors.internal_error(request_id).to_response()
         app.logger.exception("unhandled error on %s %s", request.method, request.path)
         if _wants_json():
             return json_error(500, "Internal server error.", "internal_error")

@@ -51,6 +51,8 @@ def _records(prefix: str, tenant_id: int | None, key_id: int | None, now: dateti
             completion_tokens=50 + index,
             total_tokens=150 + 2 * index,
             cost=Decimal("0.0012345") * (index + 1),
+            # A 50 % markup, fixed here: these fixtures test reading usage; pricing has its own tests.
+            price=Decimal(0) if tenant_id is None else Decimal("0.0012345") * (index + 1) * Decimal("1.5"),
             response_time_ms=80 + 37 * index,
             status_code=500 if index % 5 == 4 else 200,
         )

@@ -35,7 +35,8 @@ def test_tenant_dashboard_numbers_equal_usage_api(client, world, make_token):
         totals = api_totals(client, token, days)
         assert int(kpi(html, "requests")) == totals["requests"], period
         assert int(kpi(html, "total_tokens")) == totals["total_tokens"], period
-        assert Decimal(kpi(html, "cost")) == Decimal(totals["cost"]), period
+        assert Decimal(kpi(html, "price")) == Decimal(totals["price"]), period
+        assert 'data-metric="cost"' not in html and 'data-metric="margin"' not in html, period
 
 
 def test_tenant_admin_never_sees_other_tenant(client, world):
@@ -69,9 +70,9 @@ def test_fragments_render_alone_and_vary_on_hx_request(client, world):
     assert "<html" in page.get_data(as_text=True) and "plotly-" in page.get_data(as_text=True)
     kpis = client.get("/dashboard?period=7d", headers=hx("kpis")).get_data(as_text=True)
     assert kpis.lstrip().startswith("<section id=\"kpis\"") and "<html" not in kpis
-    assert 'hx-trigger="every 10s' in kpis
+    assert 'hx-trigger="every 2s' in kpis and "seen=" in kpis  # live numbers: webapp/dashboard/live.py
     main = client.get("/dashboard?period=7d", headers=hx("dash-main")).get_data(as_text=True)
-    assert main.lstrip().startswith('<div id="dash-main"') and "Plotly.newPlot" in main
+    assert main.lstrip().startswith('<div id="dash-main"') and "data-plotly-figure" in main
     past_url = "/dashboard?period=custom&from=2020-01-01&to=2020-01-02"
     past = client.get(past_url, headers=hx("kpis")).get_data(as_text=True)
     assert "hx-trigger" not in past  # nothing new can arrive in a past period: no polling
@@ -98,6 +99,8 @@ def test_staff_overview_matches_admin_api(client, world, staff_token):
     totals = api_totals(client, staff_token, 30, admin=True)
     assert int(kpi(html, "requests")) == totals["requests"] == 71
     assert Decimal(kpi(html, "cost")) == Decimal(totals["cost"])
+    assert Decimal(kpi(html, "price")) == Decimal(totals["price"])
+    assert Decimal(kpi(html, "margin")) == Decimal(totals["margin"])
     assert "Acme" in html and "Bravo" in html and "tok-unmapped" in html
     drill = client.get(f"/staff/tenants/{world.tenant_b.id}?period=30d").get_data(as_text=True)
     assert int(kpi(drill, "requests")) == 25
@@ -113,11 +116,11 @@ def test_staff_cards_survive_litellm_down(client, world):
 
 def test_explorer_filters_sort_and_paginate(client, world):
     login(client, world.admin_a)
-    first = client.get("/usage?period=30d&per_page=10&sort=cost&direction=asc", headers=hx("explorer-results"))
+    first = client.get("/usage?period=30d&per_page=10&sort=price&direction=asc", headers=hx("explorer-results"))
     body = first.get_data(as_text=True)
     assert body.count("<tr>") - 1 == 10 and "Next page" in body
     after = re.search(r'after=([^"&]+)', body).group(1)
-    second = client.get(f"/usage?period=30d&per_page=10&sort=cost&direction=asc&after={after}").get_data(as_text=True)
+    second = client.get(f"/usage?period=30d&per_page=10&sort=price&direction=asc&after={after}").get_data(as_text=True)
     assert "First page" in second
     errors = client.get("/usage?period=30d&status=error").get_data(as_text=True)
     assert errors.count('class="badge bad">500') == 8

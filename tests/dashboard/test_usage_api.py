@@ -19,6 +19,15 @@ def _raw_totals(app, tenant_id=None):
         return len(chosen), sum(row.total_tokens for row in chosen), sum((row.cost for row in chosen), Decimal(0))
 
 
+def _raw_price(app, tenant_id=None):
+    from webapp.extensions import db
+    from webapp.models import UsageLog
+
+    with app.app_context():
+        rows = db.session.query(UsageLog).all()
+        return sum((row.price for row in rows if tenant_id is None or row.tenant_id == tenant_id), Decimal(0))
+
+
 def test_admin_usage_totals_equal_raw_rows(app, client, world, staff_token):
     response = client.get(f"/api/admin/usage?{RANGE}&group_by=tenant", headers=bearer(staff_token))
     assert response.status_code == 200
@@ -28,6 +37,9 @@ def test_admin_usage_totals_equal_raw_rows(app, client, world, staff_token):
     assert body["totals"]["total_tokens"] == tokens
     assert Decimal(body["totals"]["cost"]) == cost
     assert isinstance(body["totals"]["cost"], str)
+    price = _raw_price(app)
+    assert Decimal(body["totals"]["price"]) == price > cost
+    assert Decimal(body["totals"]["margin"]) == price - cost
     by_tenant = {row["tenant_id"]: row for row in body["data"]}
     assert set(by_tenant) == {world.tenant_a.id, world.tenant_b.id, None}
     assert sum(row["requests"] for row in body["data"]) == requests
@@ -39,7 +51,9 @@ def test_group_by_each_field_sums_to_totals(client, world, staff_token):
         field = {"api_key": "api_key_id", "tenant": "tenant_id"}.get(group_by, group_by)
         assert all(field in row for row in body["data"]), group_by
         assert sum(row["requests"] for row in body["data"]) == body["totals"]["requests"], group_by
-        assert sum(Decimal(row["cost"]) for row in body["data"]) == Decimal(body["totals"]["cost"]), group_by
+        for amount in ("cost", "price", "margin"):
+            total = Decimal(body["totals"][amount])
+            assert sum(Decimal(row[amount]) for row in body["data"]) == total, (group_by, amount)
 
 
 def test_admin_filters(client, world, staff_token):
@@ -56,7 +70,10 @@ def test_tenant_usage_is_scoped_to_own_tenant(app, client, world, make_token):
     body = client.get(f"/api/usage?{RANGE}&group_by=api_key", headers=bearer(token)).get_json()
     requests, _, cost = _raw_totals(app, world.tenant_a.id)
     assert body["totals"]["requests"] == requests == 40
-    assert Decimal(body["totals"]["cost"]) == cost
+    assert Decimal(body["totals"]["price"]) == _raw_price(app, world.tenant_a.id) > cost
+    # Tenants see what they pay, never the operator's purchase price or margin.
+    for row in [body["totals"], *body["data"]]:
+        assert "cost" not in row and "margin" not in row
     assert {row["api_key_id"] for row in body["data"]} == {world.key_a1, world.key_a2}
 
 

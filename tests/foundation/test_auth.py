@@ -75,8 +75,13 @@ def test_logout_needs_post_with_csrf(csrf_app, app, make_user):
     page = client.get("/login").get_data(as_text=True)
     token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
     client.post("/login", data={"email": user.email, "password": TEST_PASSWORD, "csrf_token": token})
-    assert client.get("/staff").status_code == 200
+    staff_page = client.get("/staff")
+    assert staff_page.status_code == 200
     client.post("/logout", data={})
     assert client.get("/staff").status_code == 200
-    client.post("/logout", data={"csrf_token": token})
+    # Signing in made a new CSRF token: the one from before is refused.
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 400
+    assert client.get("/staff").status_code == 200
+    fresh = re.search(r'name="csrf-token" content="([^"]+)"', staff_page.get_data(as_text=True)).group(1)
+    client.post("/logout", data={"csrf_token": fresh})
     assert client.get("/staff").status_code == 302

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
+from cryptography.fernet import Fernet
 
 from tests.conftest import bearer
 from webapp import create_app
@@ -49,6 +50,14 @@ def test_production_refuses_the_default_secret_key():
     with pytest.raises(RuntimeError, match="SECRET_KEY"):
         create_app(insecure)
     secure = type(
-        "Secure", (ProductionConfig,), {"SECRET_KEY": "x" * 48, "SQLALCHEMY_DATABASE_URI": "sqlite://"}
+        "Secure",
+        (ProductionConfig,),
+        {
+            "SECRET_KEY": "x" * 48,
+            "SQLALCHEMY_DATABASE_URI": "sqlite://",
+            "ENCRYPTION_KEY": Fernet.generate_key().decode(),
+            "LITELLM_BASE_URL": "https://litellm.internal.example",
+            "LITELLM_MASTER_KEY": "sk-real-master-key",
+        },
     )
     assert create_app(secure).config["ENV_NAME"] == "production"

@@ -43,6 +43,7 @@ def sqlite_app(tmp_path):
                     model="gpt-4o-mini",
                     total_tokens=100,
                     cost=Decimal("0.25"),
+                    price=Decimal("0.25"),  # tenants see what they pay: the price, here at no markup
                     response_time_ms=200,
                 )
                 for index in range(4)

@@ -13,6 +13,10 @@ def test_scheduler_registers_every_job_with_its_interval(database_url):
         jobs = {job.id: job.trigger.interval.total_seconds() for job in scheduler.get_jobs()}
     finally:
         scheduler.shutdown(wait=False)
+    webhook_jobs = {"deliver_webhooks_job": 5.0, "webhook_checks_job": 60.0}
+    assert {name: jobs.pop(name, None) for name in webhook_jobs} == webhook_jobs
+    billing_jobs = {"debit_usage_job": 900.0, "draft_previous_month_job": 3600.0}
+    assert {name: jobs.pop(name, None) for name in billing_jobs} == billing_jobs
     assert jobs == {"scheduled_sync": 300.0, "retire_keys_job": 300.0, "reconcile_keys_job": 86400.0}
 
 

@@ -31,6 +31,13 @@ API_CASES = {
 }
 
 
+# Personal API tokens belong to one user: every other user (any tenant, or staff) gets 404.
+TOKEN_CASES = {
+    "/tokens/<int:token_id>/revoke": [("post", "/tokens/{token_id}/revoke", "page")],
+    "/api/tokens/<int:token_id>": [("delete", "/api/tokens/{token_id}", "api")],
+}
+
+
 def _tenant_routes_with_ids(app) -> set[str]:
     return {
         rule.rule
@@ -42,7 +49,9 @@ def _tenant_routes_with_ids(app) -> set[str]:
 
 
 def test_every_tenant_route_with_an_id_has_a_cross_tenant_case(app):
-    assert _tenant_routes_with_ids(app) == set(PAGE_CASES) | set(API_CASES)
+    assert _tenant_routes_with_ids(app) == (
+        set(PAGE_CASES) | set(API_CASES) | set(TOKEN_CASES) | set(INVOICE_CASES) | set(WEBHOOK_CASES)
+    )
 
 
 @pytest.fixture
@@ -84,3 +93,150 @@ def test_foreign_key_is_untouched(app, client, make_tenant, make_user, make_toke
     with app.app_context():
         key = db.session.get(ApiKey, foreign_key_id)
         assert key is not None and key.revoked_at is None
+
+
+@pytest.fixture
+def foreign_token_id(app, make_tenant, make_user) -> int:
+    from webapp.auth.service import issue_personal_token
+    from webapp.models import User
+
+    owner = make_user("admin", make_tenant(slug="token-owner"))
+    with app.app_context():
+        token_id = issue_personal_token(db.session.get(User, owner.id), "owner token").token.id
+        db.session.commit()
+        return token_id
+
+
+@pytest.mark.parametrize("method,path,kind", [case for cases in TOKEN_CASES.values() for case in cases])
+@pytest.mark.parametrize("intruder_role", ["admin", "staff"])
+def test_another_users_token_is_404_and_untouched(
+    app, client, make_tenant, make_user, make_token, foreign_token_id, method, path, kind, intruder_role
+):
+    from webapp.models import PersonalToken
+
+    intruder = make_user(intruder_role, make_tenant(slug="intruder") if intruder_role == "admin" else None)
+    headers = {}
+    if kind == "page":
+        login(client, intruder)
+    else:
+        headers = bearer(make_token(intruder))
+    response = getattr(client, method)(path.format(token_id=foreign_token_id), headers=headers)
+    assert response.status_code == 404
+    assert response.is_json == (kind == "api")
+    with app.app_context():
+        assert db.session.get(PersonalToken, foreign_token_id).revoked_at is None
+
+
+# Invoices (issue 11): another tenant's invoice, finalized or draft, is 404 on pages and on the API.
+INVOICE_CASES = {
+    "/billing/invoices/<int:invoice_id>": [("get", "/billing/invoices/{invoice_id}", "page")],
+    "/billing/invoices/<int:invoice_id>/pdf": [("get", "/billing/invoices/{invoice_id}/pdf", "page")],
+    "/api/invoices/<int:invoice_id>": [("get", "/api/invoices/{invoice_id}", "api")],
+    "/api/invoices/<int:invoice_id>/pdf": [("get", "/api/invoices/{invoice_id}/pdf", "api")],
+}
+
+
+@pytest.fixture
+def foreign_invoice_id(app, make_tenant) -> int:
+    from datetime import date
+
+    from webapp.models import Invoice, InvoiceStatus
+
+    owner = make_tenant(slug="invoice-owner")
+    with app.app_context():
+        invoice = Invoice(tenant_id=owner.id, month=date(2026, 10, 1), currency="USD", source_currency="USD")
+        db.session.add(invoice)
+        db.session.flush()
+        invoice.number, invoice.status = "A1-2026-000001", InvoiceStatus.FINALIZED
+        db.session.commit()
+        return invoice.id
+
+
+@pytest.mark.parametrize("method,path,kind", [case for cases in INVOICE_CASES.values() for case in cases])
+def test_another_tenants_invoice_is_404(
+    client, make_tenant, make_user, make_token, foreign_invoice_id, method, path, kind
+):
+    intruder = make_user("admin", make_tenant(slug="intruder"))
+    headers = {}
+    if kind == "page":
+        login(client, intruder)
+    else:
+        headers = bearer(make_token(intruder))
+    response = getattr(client, method)(path.format(invoice_id=foreign_invoice_id), headers=headers)
+    assert response.status_code == 404
+    assert response.is_json == (kind == "api")
+
+
+# Webhook endpoints (issue 12) and their deliveries: another tenant's are 404 on pages and on the API, and stay
+# untouched.
+WEBHOOK_CASES = {
+    "/webhooks/<int:endpoint_id>": [
+        ("get", "/webhooks/{endpoint_id}", "page"),
+        ("post", "/webhooks/{endpoint_id}", "page"),
+    ],
+    "/webhooks/<int:endpoint_id>/delete": [("post", "/webhooks/{endpoint_id}/delete", "page")],
+    "/webhooks/<int:endpoint_id>/rotate-secret": [("post", "/webhooks/{endpoint_id}/rotate-secret", "page")],
+    "/webhooks/<int:endpoint_id>/test": [("post", "/webhooks/{endpoint_id}/test", "page")],
+    "/webhooks/<int:endpoint_id>/deliveries/<int:delivery_id>/resend": [
+        ("post", "/webhooks/{endpoint_id}/deliveries/{delivery_id}/resend", "page")
+    ],
+    "/api/webhooks/<int:endpoint_id>": [
+        ("get", "/api/webhooks/{endpoint_id}", "api"),
+        ("patch", "/api/webhooks/{endpoint_id}", "api"),
+        ("delete", "/api/webhooks/{endpoint_id}", "api"),
+    ],
+    "/api/webhooks/<int:endpoint_id>/rotate-secret": [("post", "/api/webhooks/{endpoint_id}/rotate-secret", "api")],
+    "/api/webhooks/<int:endpoint_id>/test": [("post", "/api/webhooks/{endpoint_id}/test", "api")],
+    "/api/webhooks/<int:endpoint_id>/deliveries": [("get", "/api/webhooks/{endpoint_id}/deliveries", "api")],
+    "/api/webhooks/<int:endpoint_id>/deliveries/<int:delivery_id>/resend": [
+        ("post", "/api/webhooks/{endpoint_id}/deliveries/{delivery_id}/resend", "api")
+    ],
+}
+
+
+@pytest.fixture
+def foreign_webhook(app, make_tenant) -> tuple[int, int, str]:
+    """Another tenant's endpoint with one delivery: (endpoint id, delivery id, encrypted secret)."""
+    from webapp.models import WebhookDelivery, WebhookEndpoint
+    from webapp.webhooks.events import emit
+
+    owner = make_tenant(slug="hook-owner")
+    with app.app_context():
+        endpoint = WebhookEndpoint(tenant_id=owner.id, url="https://owner.example.com/hooks", events=["key.created"],
+                                   secret_encrypted="x", secret_prefix="whsec_xxxx")
+        db.session.add(endpoint)
+        db.session.flush()
+        message = emit("key.created", {"tenant_id": owner.id}, owner.id)
+        db.session.flush()
+        delivery = WebhookDelivery(message_id=message.id, endpoint_id=endpoint.id)
+        db.session.add(delivery)
+        db.session.commit()
+        return endpoint.id, delivery.id, endpoint.secret_encrypted
+
+
+@pytest.mark.parametrize("method,path,kind", [case for cases in WEBHOOK_CASES.values() for case in cases])
+def test_another_tenants_webhook_is_404_and_untouched(
+    app, client, make_tenant, make_user, make_token, foreign_webhook, method, path, kind
+):
+    from webapp.models import WebhookDelivery, WebhookEndpoint
+
+    endpoint_id, delivery_id, secret = foreign_webhook
+    intruder = make_user("admin", make_tenant(slug="intruder"))
+    headers = {}
+    if kind == "page":
+        login(client, intruder)
+    else:
+        headers = bearer(make_token(intruder))
+    body = {"url": "https://evil.example.com/", "events": ["key.created"], "enabled": False}
+    response = getattr(client, method)(
+        path.format(endpoint_id=endpoint_id, delivery_id=delivery_id), headers=headers,
+        **({"json": body} if kind == "api" else {"data": body}),
+    )
+    assert response.status_code == 404
+    assert response.is_json == (kind == "api")
+    with app.app_context():
+        endpoint = db.session.get(WebhookEndpoint, endpoint_id)
+        assert endpoint is not None and endpoint.enabled and endpoint.url == "https://owner.example.com/hooks"
+        assert endpoint.secret_encrypted == secret
+        assert db.session.query(WebhookDelivery).count() == 1
+

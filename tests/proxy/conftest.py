@@ -45,8 +45,8 @@ class ServedApp:
         self.server.shutdown()
 
 
-def build_proxy_app(database_url: str, upstream_url: str) -> Flask:
-    application = create_app(make_test_config(database_url, LITELLM_BASE_URL=upstream_url))
+def build_proxy_app(database_url: str, upstream_url: str, **settings: Any) -> Flask:
+    application = create_app(make_test_config(database_url, LITELLM_BASE_URL=upstream_url, **settings))
     if "proxy" not in application.blueprints:  # until create_app wires the proxy itself
         from webapp.extensions import csrf
 

@@ -25,6 +25,7 @@ def spend(proxy: ProxyEnv, tenant_id: int, amount: str) -> None:
                     occurred_at=now_utc(),
                     tenant_id=tenant_id,
                     cost=Decimal(amount),
+                    price=Decimal(amount),  # budgets are at retail; the plans here have no markup
                 )
             ]
         )
@@ -35,7 +36,7 @@ def tenant_spend(proxy: ProxyEnv, tenant_id: int) -> Decimal:
     proxy.flush()
     with proxy.app.app_context():
         return Decimal(
-            db.session.scalar(sa.select(sa.func.sum(UsageLog.cost)).where(UsageLog.tenant_id == tenant_id)) or 0
+            db.session.scalar(sa.select(sa.func.sum(UsageLog.price)).where(UsageLog.tenant_id == tenant_id)) or 0
         )
 
 
@@ -59,13 +60,15 @@ def test_parallel_requests_at_the_edge_overshoot_by_at_most_one(
     tenant = make_tenant(plan=make_plan(monthly_budget=budget))
     secret = make_api_key(tenant)
     spend(proxy, tenant.id, str(budget - cost - cost * Decimal("2.5")))
-    # one request first, so the reservation is this model's real cost rather than the default
-    assert proxy.client.post("/v1/chat/completions", json=chat(), headers=auth(secret)).status_code == 200
+    # one request first, so holds price tokens at this model's real rate rather than the default;
+    # max_tokens makes each hold (prompt + allowance) about one answer's 30 tokens
+    small = chat(max_tokens=10)
+    assert proxy.client.post("/v1/chat/completions", json=small, headers=auth(secret)).status_code == 200
     proxy.flush()  # 2.5 requests' worth of budget is left
     proxy.upstream.state.complete_delay = 0.3
 
     def call(_: int) -> requests.Response:
-        return requests.post(f"{proxy_url}/v1/chat/completions", json=chat(), headers=auth(secret), timeout=10)
+        return requests.post(f"{proxy_url}/v1/chat/completions", json=small, headers=auth(secret), timeout=10)
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         answers = list(pool.map(call, range(20)))

@@ -102,19 +102,28 @@ def test_malformed_json_is_400(proxy: ProxyEnv, tenant_key) -> None:
     )
     assert response.status_code == 400
     assert error_of(response)["code"] == "invalid_json"
-    assert "x-ratelimit-limit-requests" in response.headers
+    assert "x-ratelimit-limit-requests" not in response.headers  # refused before it counts against limits
     missing_model = proxy.client.post("/v1/chat/completions", json={"messages": []}, headers=auth(secret))
     assert missing_model.status_code == 400
     assert error_of(missing_model)["param"] == "model"
 
 
-def test_upstream_error_keeps_status_and_body(proxy: ProxyEnv, tenant_key) -> None:
+def test_upstream_error_keeps_status_in_our_words(proxy: ProxyEnv, tenant_key, caplog) -> None:
     secret = tenant_key()
-    response = proxy.client.post("/v1/chat/completions", json=chat("broken"), headers=auth(secret))
+    with caplog.at_level("WARNING", logger="webapp.proxy.errors"):
+        response = proxy.client.post("/v1/chat/completions", json=chat("broken"), headers=auth(secret))
     assert response.status_code == 500
-    assert error_of(response)["message"] == "mock failure"
+    request_id = response.headers["x-request-id"]
+    assert error_of(response) == {
+        "message": f"The model service could not complete your request. Retry, or contact support with the "
+        f"request ID {request_id} if it persists.",
+        "type": "api_error",
+        "param": None,
+        "code": "upstream_error",
+    }
+    assert any("mock failure" in r.getMessage() and request_id in r.getMessage() for r in caplog.records)
     [row] = proxy.usage_rows()
-    assert row.status_code == 500 and row.request_id == response.headers["x-litellm-call-id"]
+    assert row.status_code == 500 and row.request_id == response.headers["x-litellm-call-id"] == request_id
 
 
 def test_unreachable_upstream_is_502(proxy: ProxyEnv, tenant_key) -> None:

@@ -80,20 +80,32 @@ def test_embeddings_completions_and_models(real: tuple[ProxyEnv, str], sdk: open
     assert embedding.data[0].embedding == [0.1, 0.2]
     legacy = sdk.completions.create(model="gpt-4o-mini", prompt="hi")
     assert legacy.choices[0].text == "Hello from the mock model."
-    assert sorted(m.id for m in sdk.models.list()) == ["broken", "embed-small", "gpt-4o-mini", "rate-limited"]
+    models = sdk.models.list()
+    assert sorted(m.id for m in models) == ["broken", "embed-small", "gpt-4o-mini", "rate-limited"]
+    # LiteLLM adds mode and token limits to each model; customers get OpenAI's model object
+    assert all(set(m.model_dump(exclude_none=True)) == {"id", "object", "created", "owned_by"} for m in models)
     rows = real[0].usage_rows()
     assert sorted(r.endpoint for r in rows) == ["/v1/completions", "/v1/embeddings"]
 
 
-def test_upstream_errors_keep_status_and_body(real: tuple[ProxyEnv, str], sdk: openai.OpenAI) -> None:
+def test_upstream_errors_keep_status_in_our_words(real: tuple[ProxyEnv, str], sdk: openai.OpenAI) -> None:
     messages = [{"role": "user", "content": "hi"}]
     with pytest.raises(openai.InternalServerError) as failure:
         sdk.chat.completions.create(model="broken", messages=messages)  # type: ignore[arg-type]
     assert failure.value.status_code == 500
-    assert "mock internal server error" in failure.value.message
+    assert failure.value.body["message"].startswith(  # type: ignore[index]
+        "The model service could not complete your request."
+    )
+    assert "litellm" not in str(failure.value.body).lower() and "model group" not in str(failure.value.body)
+    assert failure.value.request_id and failure.value.request_id in failure.value.message
     with pytest.raises(openai.RateLimitError) as limited:
         sdk.chat.completions.create(model="rate-limited", messages=messages)  # type: ignore[arg-type]
-    assert limited.value.body["type"] == "throttling_error"  # type: ignore[index]
+    assert limited.value.body == {  # type: ignore[comparison-overlap]
+        "message": "The model provider is busy; retry shortly.",
+        "type": "rate_limit_error",
+        "param": None,
+        "code": "upstream_busy",
+    }
     with pytest.raises(openai.PermissionDeniedError):
         sdk.chat.completions.create(model="claude-3-haiku", messages=messages)  # type: ignore[arg-type]
     rows = real[0].usage_rows()

@@ -19,7 +19,10 @@ from webapp.usage.recording import UsageRecord, record_usage
 
 @pytest.fixture(scope="session")
 def _sim_proxy_app(database_url: str, app: Flask, simulator) -> Iterator[tuple[Flask, str]]:
-    application = build_proxy_app(database_url, simulator.base_url)
+    # the simulator's own knobs are not OpenAI parameters: allowed here the way an operator would
+    application = build_proxy_app(
+        database_url, simulator.base_url, PROXY_EXTRA_BODY_PARAMS="mock_stream_delay_ms,mock_stream_chunks"
+    )
     served = ServedApp(application)
     yield application, served.base_url
     served.stop()

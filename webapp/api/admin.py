@@ -3,12 +3,13 @@ from __future__ import annotations
 from flask import Response, jsonify
 
 from webapp.api import admin_bp
-from webapp.api.common import parse_body, plan_json, tenant_json, user_json
+from webapp.api.common import parse_body, plan_json, price_version_json, tenant_json, user_json
 from webapp.auth.decorators import api_user, staff_token_required
+from webapp.billing import price_book as billing_price_book
 from webapp.extensions import db
 from webapp.models import Tenant, TenantStatus
 from webapp.tenants import service
-from webapp.tenants.schemas import PlanCreate, TenantCreate, TenantUpdate, UserCreate
+from webapp.tenants.schemas import PlanCreate, PlanUpdate, TenantCreate, TenantUpdate, UserCreate
 
 
 def _tenant_or_404(tenant_id: int) -> Tenant:
@@ -73,6 +74,28 @@ def list_plans() -> Response:
 @staff_token_required
 def create_plan() -> tuple[Response, int]:
     return _created(plan_json(service.create_plan(parse_body(PlanCreate), api_user())))
+
+
+@admin_bp.get("/plans/<int:plan_id>")
+@staff_token_required
+def show_plan(plan_id: int) -> Response:
+    return jsonify(plan_json(service.get_plan(plan_id)))
+
+
+@admin_bp.patch("/plans/<int:plan_id>")
+@staff_token_required
+def update_plan(plan_id: int) -> Response:
+    plan = service.update_plan(service.get_plan(plan_id), parse_body(PlanUpdate), api_user())
+    db.session.commit()
+    return jsonify(plan_json(plan))
+
+
+@admin_bp.get("/plans/<int:plan_id>/price-book")
+@staff_token_required
+def price_book(plan_id: int) -> Response:
+    plan = service.get_plan(plan_id)
+    versions = [price_version_json(version) for version in billing_price_book.versions_of(plan)]
+    return jsonify({"plan_id": plan.id, "currency": plan.currency, "data": versions})
 
 
 @admin_bp.get("/tenants/<int:tenant_id>/users")

@@ -8,8 +8,9 @@ from typing import Any, TypeVar
 from flask import request
 from pydantic import BaseModel
 
+from webapp.billing import price_book
 from webapp.errors import ApiError
-from webapp.models import Plan, Tenant, User
+from webapp.models import Plan, PriceBookVersion, Tenant, User, utcnow
 
 Schema = TypeVar("Schema", bound=BaseModel)
 
@@ -26,15 +27,48 @@ def money(value: Decimal | None) -> str | None:
     return None if value is None else format(value.normalize(), "f")
 
 
+def model_prices_json(version: PriceBookVersion) -> list[dict[str, Any]]:
+    return [
+        {
+            "model": price.model,
+            "input_per_million": money(price.input_per_million),
+            "output_per_million": money(price.output_per_million),
+        }
+        for price in version.model_prices
+    ]
+
+
+def price_version_json(version: PriceBookVersion) -> dict[str, Any]:
+    return {
+        "id": version.id,
+        "effective_from": version.effective_from.isoformat(),
+        "markup_percent": money(version.markup_percent),
+        "model_prices": model_prices_json(version),
+        "created_at": version.created_at.isoformat(),
+        "created_by_id": version.created_by_id,
+    }
+
+
 def plan_json(plan: Plan) -> dict[str, Any]:
+    """Staff view: the prices in force now (markup included) and the next scheduled version."""
+    now = utcnow()
+    in_force = price_book.version_in_force(plan, now)
+    upcoming = price_book.next_version(plan, now)
     return {
         "id": plan.id,
         "name": plan.name,
         "rpm_limit": plan.rpm_limit,
         "tpm_limit": plan.tpm_limit,
+        "max_n": plan.max_n,
         "monthly_budget": money(plan.monthly_budget),
         "allowed_models": plan.allowed_models,
-        "markup_percent": money(plan.markup_percent),
+        "currency": plan.currency,
+        "billing_mode": plan.billing_mode.value,
+        "monthly_fee": money(plan.monthly_fee),
+        "markup_percent": money(in_force.markup_percent),
+        "model_prices": model_prices_json(in_force),
+        "price_version": price_version_json(in_force),
+        "next_price_version": price_version_json(upcoming) if upcoming else None,
     }
 
 
@@ -48,6 +82,12 @@ def tenant_json(tenant: Tenant) -> dict[str, Any]:
         "plan": plan_json(tenant.plan) if tenant.plan else None,
         "settings": tenant.settings,
         "created_at": tenant.created_at.isoformat(),
+        "billing_currency": tenant.billing_currency,
+        "tax_rate_percent": money(tenant.tax_rate_percent),
+        "tax_id": tenant.tax_id,
+        "billing_name": tenant.billing_name,
+        "billing_address": tenant.billing_address,
+        "low_balance_threshold": money(tenant.low_balance_threshold),
     }
 
 

@@ -17,6 +17,8 @@ from webapp.usage.queries import GroupRow, ScopeError, UsageTotals
 
 MAX_DAYS = 366
 GROUP_FIELDS = {"day": "day", "model": "model", "api_key": "api_key_id", "tenant": "tenant_id"}
+# LiteLLM's token hashes identify keys inside LiteLLM: staff map keys with them, tenants group by api_key.
+STAFF_ONLY_GROUPS = {"litellm_key_id"}
 
 
 class UsageQuery(BaseModel):
@@ -38,26 +40,35 @@ class UsageQuery(BaseModel):
         return self
 
 
-def _parse_query(allow_tenant: bool) -> UsageQuery:
+def _parse_query(for_staff: bool) -> UsageQuery:
     arguments: dict[str, Any] = request.args.to_dict()
-    if not allow_tenant and "tenant_id" in arguments:
+    if not for_staff and "tenant_id" in arguments:
         raise ApiError(422, "Invalid input.", "validation_error", {"tenant_id": "not allowed: usage is your tenant's"})
-    return UsageQuery.model_validate(arguments)
+    query = UsageQuery.model_validate(arguments)
+    if not for_staff and query.group_by in STAFF_ONLY_GROUPS:
+        message = "not available: group by day, model or api_key"
+        raise ApiError(422, "Invalid input.", "validation_error", {"group_by": message})
+    return query
 
 
-def _totals_json(sums: UsageTotals) -> dict[str, Any]:
+def _totals_json(sums: UsageTotals, is_staff: bool) -> dict[str, Any]:
+    """Staff see LiteLLM's cost, the retail price and the margin; tenants only what they pay."""
+    amounts = (
+        {"cost": money(sums.cost), "price": money(sums.price), "margin": money(sums.margin)}
+        if is_staff
+        else {"price": money(sums.price)}
+    )
     return {
         "requests": sums.requests,
         "prompt_tokens": sums.prompt_tokens,
         "completion_tokens": sums.completion_tokens,
         "total_tokens": sums.total_tokens,
-        "cost": money(sums.cost),
-    }
+    } | amounts
 
 
-def _group_json(row: GroupRow, group_by: str) -> dict[str, Any]:
+def _group_json(row: GroupRow, group_by: str, is_staff: bool) -> dict[str, Any]:
     key = row.key.date().isoformat() if group_by == "day" else row.key
-    return {GROUP_FIELDS.get(group_by, group_by): key} | _totals_json(row.totals)
+    return {GROUP_FIELDS.get(group_by, group_by): key} | _totals_json(row.totals, is_staff)
 
 
 def _usage_response(query: UsageQuery, viewer_tenant_id: int | None, is_staff: bool) -> Response:
@@ -75,8 +86,8 @@ def _usage_response(query: UsageQuery, viewer_tenant_id: int | None, is_staff: b
     rows = queries.breakdown(usage_filter, period, query.group_by)
     return jsonify(
         {
-            "data": [_group_json(row, query.group_by) for row in rows],
-            "totals": _totals_json(queries.totals(usage_filter, period)),
+            "data": [_group_json(row, query.group_by, is_staff) for row in rows],
+            "totals": _totals_json(queries.totals(usage_filter, period), is_staff),
             "from": query.from_day.isoformat(),
             "to": query.to_day.isoformat(),
             "group_by": query.group_by,
@@ -87,10 +98,10 @@ def _usage_response(query: UsageQuery, viewer_tenant_id: int | None, is_staff: b
 @admin_bp.get("/usage")
 @staff_token_required
 def admin_usage() -> Response:
-    return _usage_response(_parse_query(allow_tenant=True), None, is_staff=True)
+    return _usage_response(_parse_query(for_staff=True), None, is_staff=True)
 
 
 @tenant_bp.get("/usage")
 @tenant_token_required
 def tenant_usage() -> Response:
-    return _usage_response(_parse_query(allow_tenant=False), api_user().tenant_id, is_staff=False)
+    return _usage_response(_parse_query(for_staff=False), api_user().tenant_id, is_staff=False)

@@ -1,39 +1,82 @@
+"""Sign-in, sign-out and the signed-in user's password change."""
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_user, logout_user
+from flask import current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from pydantic import ValidationError
 from werkzeug.wrappers import Response
 
 from webapp.auth import bp
-from webapp.auth.forms import EmptyForm, LoginForm
-from webapp.auth.service import authenticate
+from webapp.auth.forms import EmptyForm, LoginForm, PasswordChangeForm
+from webapp.auth.schemas import PasswordChange
+from webapp.auth.service import change_password, sign_in, sign_out
+from webapp.auth.throttle import SignInRefused
+from webapp.errors import ApiError, field_messages
+from webapp.extensions import db
+
+WRONG_CREDENTIALS = "Email or password is wrong."
 
 
 def _safe_next(target: str | None) -> str:
-    if target and urlsplit(target).netloc == "" and target.startswith("/"):
-        return target
+    """Only paths on this site; `//host` and `/\\host` are other sites to a browser."""
+    if target and target.startswith("/") and not target.startswith(("//", "/\\")) and "\\" not in target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc:
+            return target
     return url_for("main.index")
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> Response | str:
+def login() -> Response | str | tuple[str, int, dict[str, str]]:
     if current_user.is_authenticated:
         return redirect(url_for("main.index"))
     form = LoginForm()
     if form.validate_on_submit():
-        user = authenticate(form.email.data or "", form.password.data or "")
+        try:
+            user = sign_in(form.email.data or "", form.password.data or "", bool(form.remember.data))
+        except SignInRefused as refused:
+            form.password.errors.append(refused.message)
+            page = render_template("auth/login.html", form=form)
+            return page, 429, {"Retry-After": str(refused.retry_after)}
         if user is not None:
-            login_user(user, remember=bool(form.remember.data))
             return redirect(_safe_next(request.args.get("next")))
-        form.password.errors.append("Email or password is wrong.")
+        form.password.errors.append(WRONG_CREDENTIALS)
     return render_template("auth/login.html", form=form)
 
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Response:
     if EmptyForm().validate_on_submit():
-        logout_user()
-        flash("You are signed out.", "info")
+        sign_out(current_user._get_current_object() if current_user.is_authenticated else None)
+        flash("You are signed out everywhere.", "info")
     return redirect(url_for("auth.login"))
+
+
+def _remembered() -> bool:
+    return current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token") in request.cookies
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@login_required
+def password() -> Response | tuple[str, int]:
+    form = PasswordChangeForm()
+    if not form.validate_on_submit():
+        return render_template("auth/password.html", form=form), 422 if form.errors else 200
+    try:
+        change = PasswordChange(current_password=form.current_password.data or "",
+                                new_password=form.new_password.data or "")
+        change_password(current_user._get_current_object(), change, remember=_remembered())
+    except ValidationError as exc:
+        db.session.rollback()
+        form.add_errors(field_messages(exc))
+    except ApiError as exc:
+        db.session.rollback()
+        form.add_errors(exc.fields)
+        return render_template("auth/password.html", form=form), exc.status
+    else:
+        flash("Your password is changed; every other session is signed out.", "info")
+        return redirect(url_for("auth.password"))
+    return render_template("auth/password.html", form=form), 422

@@ -1,12 +1,20 @@
-"""Plotly figures built server-side as plain figure dicts (no per-trace validation: ~1 ms each)."""
+"""Plotly figures built server-side as plain figure dicts (no per-trace validation: ~1 ms each).
+
+A chart is an empty element carrying its figure as JSON in `data-plotly-figure`; static/js/dashboard.js draws
+it (the page's CSP allows no inline scripts). Plotly renders a subset of HTML in text (`<a href>`, `<b>`,
+`<br>`...) and decodes entities, so every label that comes from a user or from LiteLLM (key, tenant and
+model names) is entity-escaped and shows as the literal text.
+"""
 
 from __future__ import annotations
 
+import html
+import json
 import secrets
 from collections.abc import Sequence
 from typing import Any
 
-import plotly.io as pio
+from markupsafe import Markup
 
 from webapp.usage.queries import GroupRow, SeriesPoint
 
@@ -23,18 +31,18 @@ BASE_LAYOUT: dict[str, Any] = {
 }
 
 
+def plain_label(text: str) -> str:
+    """Text Plotly shows as-is: its pseudo-HTML tags become visible characters, never links or markup."""
+    return html.escape(text, quote=False)
+
+
 def _html(figure: dict[str, Any], element_id: str) -> str:
     # A fresh id per render: htmx "settles" a swapped element by restoring the attributes of the old element
     # with the same id, which would strip the class Plotly puts on its chart and break the chart's layering.
+    payload = json.dumps(figure | {"config": CONFIG}, separators=(",", ":"))
     return str(
-        pio.to_html(
-            figure,
-            include_plotlyjs=False,
-            full_html=False,
-            validate=False,
-            config=CONFIG,
-            div_id=f"{element_id}-{secrets.randbelow(10**9)}",
-            default_height=BASE_LAYOUT["height"],
+        Markup('<div id="{}" class="plotly-graph-div chart-plot" data-plotly-figure="{}"></div>').format(
+            f"{element_id}-{secrets.randbelow(10**9)}", payload
         )
     )
 
@@ -47,20 +55,23 @@ def series_chart(points: Sequence[SeriesPoint], metric: str, title: str, element
     return _html({"data": [trace], "layout": layout}, element_id)
 
 
-def breakdown_chart(rows: Sequence[GroupRow], title: str, element_id: str, limit: int = 8) -> str:
+def breakdown_chart(
+    rows: Sequence[GroupRow], title: str, element_id: str, limit: int = 8, axis_title: str = "price"
+) -> str:
+    """Groups by what tenants pay (`price`): tenants never see LiteLLM's cost, staff see revenue."""
     shown = list(rows[:limit])[::-1]
     trace = {
         "type": "bar",
         "orientation": "h",
-        "x": [float(row.totals.cost) for row in shown],
-        "y": [row.label for row in shown],
+        "x": [float(row.totals.price) for row in shown],
+        "y": [plain_label(row.label) for row in shown],
         "marker": {"color": [PALETTE[index % len(PALETTE)] for index in range(len(shown))]},
-        "hovertemplate": "%{y}: $%{x:.4f}<extra></extra>",
+        "hovertemplate": "%{y}: %{x:.4f}<extra></extra>",
     }
     layout = BASE_LAYOUT | {
         "title": {"text": title, "x": 0, "font": {"size": 14}},
         "margin": {"l": 140, "r": 16, "t": 36, "b": 40},
-        "xaxis": {"gridcolor": "#e3e6ee", "title": {"text": "cost (USD)"}},
-        "yaxis": {"automargin": True},
+        "xaxis": {"gridcolor": "#e3e6ee", "title": {"text": axis_title}},
+        "yaxis": {"automargin": True, "type": "category"},
     }
     return _html({"data": [trace], "layout": layout}, element_id)

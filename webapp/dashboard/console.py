@@ -14,7 +14,7 @@ from webapp.litellm import get_litellm
 from webapp.litellm.types import HealthReport
 from webapp.models import SyncRun, Tenant
 from webapp.sync.runs import SyncState, runs_latest_first, sync_state
-from webapp.usage.queries import UsageFilter, breakdown, month_period
+from webapp.usage.queries import UsageFilter, UsageTotals, breakdown, month_period
 
 LAG_WARNING_MINUTES = 15
 
@@ -43,6 +43,7 @@ class HealthCard:
 class TenantRow:
     tenant: Tenant
     month_cost: Any
+    month_price: Any = 0  # revenue: what the tenant pays, in its plan's currency
 
 
 def sync_card(recent: int = 5) -> SyncCard:
@@ -59,6 +60,9 @@ def health_card() -> HealthCard:
 
 
 def tenants_with_month_cost(now: datetime) -> list[TenantRow]:
-    costs = {row.key: row.totals.cost for row in breakdown(UsageFilter(), month_period(now), "tenant")}
+    totals = {row.key: row.totals for row in breakdown(UsageFilter(), month_period(now), "tenant")}
     tenants = db.session.scalars(sa.select(Tenant).order_by(Tenant.name))
-    return [TenantRow(tenant, costs.get(tenant.id, 0)) for tenant in tenants]
+    empty = UsageTotals()
+    return [
+        TenantRow(tenant, totals.get(tenant.id, empty).cost, totals.get(tenant.id, empty).price) for tenant in tenants
+    ]

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from webapp.auth.decorators import staff_required
 from webapp.dashboard import bp, console
+from webapp.dashboard.plan_pages import line_messages, parse_price_lines
 from webapp.errors import ApiError, field_messages
 from webapp.extensions import db
 from webapp.models import Tenant, TenantStatus, utcnow
@@ -23,7 +24,8 @@ def _form_fields(names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _plan_input() -> dict[str, Any]:
-    fields = _form_fields(("name", "rpm_limit", "tpm_limit", "monthly_budget", "markup_percent"))
+    names = ("name", "rpm_limit", "tpm_limit", "monthly_budget", "markup_percent", "currency", "billing_mode")
+    fields = _form_fields((*names, "monthly_fee"))
     models = request.form.get("allowed_models", "")
     fields["allowed_models"] = [model.strip() for model in models.split(",") if model.strip()]
     return fields
@@ -89,9 +91,14 @@ def plans() -> Response:
     submitted: dict[str, Any] = {}
     if request.method == "POST":
         submitted = _plan_input()
-        errors = _create(PlanCreate, submitted, service.create_plan)
+        prices, price_lines, errors = parse_price_lines(request.form.get("model_prices", ""))
+        if not errors:
+            errors = _create(PlanCreate, submitted | {"model_prices": prices}, service.create_plan)
+            errors = line_messages(errors, price_lines)
+        submitted["model_prices"] = request.form.get("model_prices", "")
         if not errors:
             flash(f"Plan {submitted['name']} created.", "info")
             return redirect(url_for("dashboard.plans"))  # type: ignore[return-value]
     page = render_template("dashboard/plans.html", plans=service.list_plans(), errors=errors, submitted=submitted)
     return make_response(page, 422 if errors else 200)
+

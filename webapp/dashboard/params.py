@@ -53,7 +53,7 @@ class DashboardParams(QueryParams):
         return {name: str(value) for name, value in values.items()}
 
 
-SortColumn = Literal["occurred_at", "cost", "total_tokens", "response_time_ms", "status_code"]
+SortColumn = Literal["occurred_at", "cost", "price", "total_tokens", "response_time_ms", "status_code"]
 
 
 class ExplorerParams(DashboardParams):
@@ -61,6 +61,8 @@ class ExplorerParams(DashboardParams):
     endpoint: Annotated[str, Field(max_length=255)] | None = None
     min_cost: Annotated[Decimal, Field(ge=0)] | None = None
     max_cost: Annotated[Decimal, Field(ge=0)] | None = None
+    min_price: Annotated[Decimal, Field(ge=0)] | None = None
+    max_price: Annotated[Decimal, Field(ge=0)] | None = None
     min_tokens: Annotated[int, Field(ge=0)] | None = None
     max_tokens: Annotated[int, Field(ge=0)] | None = None
     sort: SortColumn = "occurred_at"
@@ -72,9 +74,33 @@ class ExplorerParams(DashboardParams):
     def ranges_in_order(self) -> ExplorerParams:
         if self.min_cost is not None and self.max_cost is not None and self.max_cost < self.min_cost:
             raise ValueError("max cost must not be below min cost")
+        if self.min_price is not None and self.max_price is not None and self.max_price < self.min_price:
+            raise ValueError("max price must not be below min price")
         if self.min_tokens is not None and self.max_tokens is not None and self.max_tokens < self.min_tokens:
             raise ValueError("max tokens must not be below min tokens")
         return self
+
+
+class TenantExplorerParams(ExplorerParams):
+    """Tenant users see what they pay, never LiteLLM's cost: not as a column, a filter, or a sort order."""
+
+    @field_validator("min_cost", "max_cost")
+    @classmethod
+    def no_cost_filter(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None:
+            raise ValueError("filter by price (min_price, max_price)")
+        return value
+
+    @field_validator("sort")
+    @classmethod
+    def no_cost_order(cls, value: str) -> str:
+        if value == "cost":
+            raise ValueError("sort by price")
+        return value
+
+
+def explorer_params(is_staff: bool) -> type[ExplorerParams]:
+    return ExplorerParams if is_staff else TenantExplorerParams
 
 
 def parse_params(schema: type[DashboardParams], args: MultiDict[str, str]) -> tuple[Any, dict[str, str]]:

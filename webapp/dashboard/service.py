@@ -42,7 +42,9 @@ def kpis(usage_filter: UsageFilter, period: Period, now: datetime) -> DashboardD
     )
 
 
-def full_dashboard(usage_filter: UsageFilter, period: Period, now: datetime, staff_overview: bool) -> DashboardData:
+def full_dashboard(
+    usage_filter: UsageFilter, period: Period, now: datetime, staff_overview: bool, currency: str = "USD"
+) -> DashboardData:
     data = kpis(usage_filter, period, now)
     data.series = queries.time_series(usage_filter, period)
     data.by_model = queries.breakdown(usage_filter, period, "model", limit=TOP_GROUPS)
@@ -51,19 +53,22 @@ def full_dashboard(usage_filter: UsageFilter, period: Period, now: datetime, sta
         data.unmapped = queries.unmapped_usage(period)
     else:
         data.by_key = queries.breakdown(usage_filter, period, "api_key", limit=TOP_GROUPS)
-    data.charts = _charts(data)
+    data.charts = _charts(data, "Revenue" if staff_overview else "Spend", currency)
     return data
 
 
-def _charts(data: DashboardData) -> dict[str, str]:
+def _charts(data: DashboardData, amount: str, currency: str) -> dict[str, str]:
+    """Money charts show retail prices: what tenants spend, and for staff the revenue (costs are in tables)."""
+    unit = f"{amount.lower()} ({currency})"
     rendered = {
         "requests": charts.series_chart(data.series, "requests", "Requests", "chart-requests"),
         "tokens": charts.series_chart(data.series, "total_tokens", "Tokens", "chart-tokens"),
-        "cost": charts.series_chart(data.series, "cost", "Cost (USD)", "chart-cost"),
-        "models": charts.breakdown_chart(data.by_model, "Cost by model", "chart-models"),
+        "spend": charts.series_chart(data.series, "price", f"{amount} ({currency})", "chart-spend"),
+        "models": charts.breakdown_chart(data.by_model, f"{amount} by model", "chart-models", axis_title=unit),
     }
     if data.by_key:
-        rendered["keys"] = charts.breakdown_chart(data.by_key, "Cost by API key", "chart-keys")
+        rendered["keys"] = charts.breakdown_chart(data.by_key, f"{amount} by API key", "chart-keys", axis_title=unit)
     if data.by_tenant:
-        rendered["tenants"] = charts.breakdown_chart(data.by_tenant, "Top tenants by cost", "chart-tenants")
+        title = "Top tenants by revenue"
+        rendered["tenants"] = charts.breakdown_chart(data.by_tenant, title, "chart-tenants", axis_title=unit)
     return rendered

@@ -6,13 +6,14 @@ from functools import lru_cache
 from typing import Any
 
 import plotly
-from flask import Response, abort, make_response, render_template, request, stream_with_context, url_for
+from flask import Response, abort, current_app, make_response, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.routing import BuildError
 
 from webapp.auth.decorators import staff_required, tenant_user_required
-from webapp.dashboard import bp, console, explorer, service
-from webapp.dashboard.params import DashboardParams, ExplorerParams, parse_params
+from webapp.dashboard import bp, console, explorer, exports, live, service
+from webapp.dashboard.params import DashboardParams, ExplorerParams, explorer_params, parse_params
+from webapp.errors import json_error
 from webapp.extensions import db
 from webapp.models import Tenant, utcnow
 from webapp.usage import queries
@@ -66,10 +67,14 @@ def _dashboard(page: str, tenant: Tenant | None, base_url: str, staff_overview: 
     now = utcnow()
     period = service.period_of(params, now)
     target = htmx_target()
+    marker = live.usage_marker(usage_filter, period) if period.end > now else None  # before reading the numbers
+    if target == "kpis" and marker is not None and live.unchanged(request.args, marker, now):
+        return live.no_change()
+    currency = tenant.plan.currency if tenant is not None and tenant.plan is not None else "USD"
     if target == "kpis":
         data = service.kpis(usage_filter, period, now)
     else:
-        data = service.full_dashboard(usage_filter, period, now, staff_overview)
+        data = service.full_dashboard(usage_filter, period, now, staff_overview, currency)
     options = _dashboard_options(data, tenant) if target is None else {}
     return page_or_fragment(
         page,
@@ -81,7 +86,11 @@ def _dashboard(page: str, tenant: Tenant | None, base_url: str, staff_overview: 
         tenant=tenant,
         base_url=base_url,
         query_args=params.query_args(),
+        live_args=live.poll_args(params.query_args(), marker, now) if marker is not None else {},
+        live_poll_seconds=current_app.config["DASHBOARD_POLL_SECONDS"],
         staff_overview=staff_overview,
+        show_cost=current_user.is_staff,  # LiteLLM's cost and the margin: staff only
+        currency=currency,
         tenant_link=tenant_link,
         keys_url=link_to("keys.index", "/keys"),
         explorer_url=url_for("dashboard.staff_explorer" if current_user.is_staff else "dashboard.explorer"),
@@ -144,10 +153,10 @@ def health_card() -> Response:
 
 
 def _explorer(tenant_id: int | None, is_staff: bool, base_url: str, export_url: str) -> Response:
-    params, errors = parse_params(ExplorerParams, request.args)
+    params, errors = parse_params(explorer_params(is_staff), request.args)
     usage_filter = _usage_filter(params, tenant_id, is_staff)
     period = service.period_of(params, utcnow())
-    page = explorer.explore(params, usage_filter, period)
+    page = explorer.explore(params, usage_filter, period, for_staff=is_staff)
     options = _filter_options(usage_filter, period, db.session.get(Tenant, tenant_id) if tenant_id else None)
     return page_or_fragment(
         "dashboard/explorer.html",
@@ -160,6 +169,7 @@ def _explorer(tenant_id: int | None, is_staff: bool, base_url: str, export_url: 
         is_staff=is_staff,
         base_url=base_url,
         export_url=export_url,
+        export_row_limit=current_app.config["EXPORT_MAX_ROWS"],
         query_args=params.query_args() | _explorer_args(params),
         tenant_options=_tenant_options() if is_staff else [],
         keys_url=link_to("keys.index", "/keys"),
@@ -177,20 +187,45 @@ def dict_merge(base: dict[str, str], extra: dict[str, str]) -> dict[str, str]:
 
 
 def _explorer_args(params: ExplorerParams) -> dict[str, str]:
-    names = ("status", "endpoint", "min_cost", "max_cost", "min_tokens", "max_tokens", "sort", "direction")
-    values = params.model_dump(include=set(names), exclude_none=True, mode="json")
+    names = {"status", "endpoint", "min_cost", "max_cost", "min_price", "max_price", "min_tokens", "max_tokens"}
+    names |= {"sort", "direction"}
+    values = params.model_dump(include=names, exclude_none=True, mode="json")
     return {name: str(value) for name, value in values.items()}
 
 
 def _export(tenant_id: int | None, is_staff: bool) -> Response:
-    params, errors = parse_params(ExplorerParams, request.args)
+    params, errors = parse_params(explorer_params(is_staff), request.args)
     if errors:
         return make_response({"error": {"message": "Invalid input.", "fields": errors}}, 422)
     usage_filter = _usage_filter(params, tenant_id, is_staff)
-    statement = explorer.export_statement(params, usage_filter, service.period_of(params, utcnow()))
-    response = Response(stream_with_context(explorer.stream_csv(statement)), mimetype="text/csv")
+    period = service.period_of(params, utcnow())
+    statement = explorer.export_statement(params, usage_filter, period, for_staff=is_staff)
+    owner = str(current_user.id)
+    # Give the app's pooled connection back before waiting for an export connection (objects reload on use).
+    db.session.commit()
+    try:
+        body = exports.start_export(owner, statement, explorer.csv_layout(for_staff=is_staff))
+    except exports.ExportRefused as refusal:
+        return _export_refusal(refusal)
+    response = Response(body, mimetype="text/csv")
     response.headers["Content-Disposition"] = 'attachment; filename="usage.csv"'
     response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+REFUSAL_TITLES = {429: "Too many exports", 503: "Export unavailable"}
+
+
+def _export_refusal(refusal: exports.ExportRefused) -> Response:
+    """JSON for API clients, else a page with the message (the download link is a plain link, so people see it)."""
+    if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+        response = json_error(refusal.status, refusal.message, refusal.code)
+    else:
+        title = REFUSAL_TITLES.get(refusal.status, "Export refused")
+        page = render_template("error.html", status=refusal.status, title=title, message=refusal.message)
+        response = make_response(page, refusal.status)
+    if refusal.retry_after:
+        response.headers["Retry-After"] = str(refusal.retry_after)
     return response
 
 

@@ -1,10 +1,10 @@
-"""`flask litellm import-keys`, `reconcile-keys`, `retire-keys`."""
+"""`flask litellm import-keys`, `reconcile-keys`, `retire-keys`; `flask keys rotate-encryption`."""
 
 from __future__ import annotations
 
 import click
 
-from webapp.cli import litellm_cli
+from webapp.cli import keys_cli, litellm_cli
 from webapp.errors import ApiError
 from webapp.extensions import db
 from webapp.litellm.errors import LiteLLMError
@@ -55,3 +55,24 @@ def retire_keys_command() -> None:
     from webapp.keys.reconcile import retire_keys
 
     click.echo(f"Blocked {retire_keys()} LiteLLM keys.")
+
+
+@keys_cli.command("rotate-encryption")
+@click.option(
+    "--legacy-secret-key",
+    "legacy_secret_keys",
+    multiple=True,
+    envvar="LEGACY_SECRET_KEY",
+    help="A former SECRET_KEY whose derived key encrypted rows before ENCRYPTION_KEY was set (repeatable; "
+    "or the LEGACY_SECRET_KEY variable, space-separated).",
+)
+def rotate_encryption_command(legacy_secret_keys: tuple[str, ...]) -> None:
+    """Re-encrypt every stored LiteLLM key and webhook secret under the first ENCRYPTION_KEY (safe to rerun)."""
+    from webapp.keys.encryption import count_encrypted, rotate_encryption
+
+    with click.progressbar(length=count_encrypted(), label="Re-encrypting stored secrets") as bar:
+        report = rotate_encryption(legacy_secret_keys, on_progress=bar.update)
+    click.echo(f"Checked {report.seen} stored secrets: {report.rotated} re-encrypted, "
+               f"{report.already_current} already under the newest key, {len(report.unreadable)} unreadable.")
+    for where, row_id in report.unreadable:
+        click.echo(f"  cannot decrypt {where} of id {row_id} with any listed key: left as it is", err=True)

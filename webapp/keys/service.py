@@ -24,6 +24,7 @@ from webapp.litellm.types import KeySpec
 from webapp.models import ApiKey, LiteLLMKey, Plan, Tenant, User, utcnow
 from webapp.security import API_KEY_PREFIX, display_prefix, encrypt_secret, generate_secret, hash_secret
 from webapp.tenancy import get_owned_or_404, owned_by
+from webapp.webhooks.events import emit, key_data, rotated_key_data
 
 PLATFORM = "a1saas"
 ORIGIN_PLATFORM = "platform"
@@ -75,6 +76,7 @@ def create_key(tenant: Tenant, data: KeyCreate, actor: User | None) -> IssuedKey
     )
     issued = _provision(api_key, tenant, plan, "create")
     record_audit(actor, "key.create", "api_key", api_key.id, tenant.id, _audit_details(api_key))
+    emit("key.created", key_data(api_key), tenant.id)
     return issued
 
 
@@ -100,6 +102,7 @@ def rotate_key(old: ApiKey, actor: User | None) -> IssuedKey:
         remote.forget_cached_auth(old.secret_hash)
     details = {**_audit_details(new), "old_key_id": old.id, "old_key_valid_until": grace_ends.isoformat()}
     record_audit(actor, "key.rotate", "api_key", new.id, tenant.id, details)
+    emit("key.rotated", rotated_key_data(new, old), tenant.id)
     return issued
 
 
@@ -112,6 +115,7 @@ def revoke_key(api_key: ApiKey, actor: User | None) -> ApiKey:
     remote.forget_cached_auth(api_key.secret_hash)
     details = {**_audit_details(api_key), "litellm_blocked": blocked}
     record_audit(actor, "key.revoke", "api_key", api_key.id, api_key.tenant_id, details)
+    emit("key.revoked", key_data(api_key), api_key.tenant_id)
     return api_key
 
 

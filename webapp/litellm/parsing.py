@@ -116,9 +116,16 @@ def native_spend_row(row: Mapping[str, Any]) -> SpendLogEntry:
             response_time_ms=None if duration is None else int(duration),
             status_code=_failure_status(metadata) if failed else 200,
             metadata=_native_metadata(row, metadata),
+            call_id=_call_id(row, metadata),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise LiteLLMMalformedResponse(f"unexpected spend-log row shape: {exc!r}") from exc
+
+
+def _call_id(row: Mapping[str, Any], metadata: Any) -> str | None:
+    """The `litellm_call_id` column; older rows may carry it only in their metadata."""
+    call_id = row.get("litellm_call_id") or (metadata.get("litellm_call_id") if isinstance(metadata, dict) else None)
+    return str(call_id) if call_id else None
 
 
 def _native_metadata(row: Mapping[str, Any], metadata: Any) -> dict[str, Any]:
@@ -138,7 +145,7 @@ def _native_metadata(row: Mapping[str, Any], metadata: Any) -> dict[str, Any]:
 # object.__setattr__ per field) is the largest single cost of a row. The slot descriptors fill the same
 # slots at half the cost; SpendLogEntry has no __post_init__, so the result is the same object.
 _ENTRY_SLOTS = tuple(getattr(SpendLogEntry, item.name).__set__ for item in dataclasses.fields(SpendLogEntry))
-if len(_ENTRY_SLOTS) != 12 or hasattr(SpendLogEntry, "__post_init__"):
+if len(_ENTRY_SLOTS) != 13 or hasattr(SpendLogEntry, "__post_init__"):
     raise RuntimeError("SpendLogEntry changed: update the batch mappers in webapp.litellm.parsing")
 
 
@@ -152,9 +159,21 @@ def native_spend_rows(data: Sequence[Any]) -> list[SpendLogEntry]:
 
 def _native_rows(data: Sequence[Any]) -> list[SpendLogEntry]:  # noqa: C901 - one inlined loop on purpose
     new = object.__new__
-    s_request, s_key, s_at, s_model, s_endpoint, s_prompt, s_completion, s_total, s_cost, s_time, s_status, s_meta = (
-        _ENTRY_SLOTS
-    )
+    (
+        s_request,
+        s_key,
+        s_at,
+        s_model,
+        s_endpoint,
+        s_prompt,
+        s_completion,
+        s_total,
+        s_cost,
+        s_time,
+        s_status,
+        s_meta,
+        s_call,
+    ) = _ENTRY_SLOTS
     from_iso = datetime.fromisoformat
     endpoints = CALL_TYPE_ENDPOINTS
     tokens: dict[Any, str | None] = {}
@@ -197,6 +216,8 @@ def _native_rows(data: Sequence[Any]) -> list[SpendLogEntry]:  # noqa: C901 - on
         s_time(entry, None if duration is None else int(duration))
         s_status(entry, _failure_status(metadata) if get("status") == "failure" else 200)
         s_meta(entry, extra)
+        call_id = get("litellm_call_id")
+        s_call(entry, call_id if type(call_id) is str and call_id else _call_id(row, metadata))
         append(entry)
     return out
 
@@ -211,9 +232,21 @@ def v1_spend_rows(data: Sequence[Any]) -> list[SpendLogEntry]:
 
 def _v1_rows(data: Sequence[Any]) -> list[SpendLogEntry]:
     new = object.__new__
-    s_request, s_key, s_at, s_model, s_endpoint, s_prompt, s_completion, s_total, s_cost, s_time, s_status, s_meta = (
-        _ENTRY_SLOTS
-    )
+    (
+        s_request,
+        s_key,
+        s_at,
+        s_model,
+        s_endpoint,
+        s_prompt,
+        s_completion,
+        s_total,
+        s_cost,
+        s_time,
+        s_status,
+        s_meta,
+        s_call,
+    ) = _ENTRY_SLOTS
     from_iso = datetime.fromisoformat
     tokens: dict[Any, str | None] = {}
     out: list[SpendLogEntry] = []
@@ -241,6 +274,8 @@ def _v1_rows(data: Sequence[Any]) -> list[SpendLogEntry]:
         s_time(entry, None if response_time is None else round(float(response_time) * 1000))
         s_status(entry, int(get("status_code") or 200))
         s_meta(entry, {})
+        call_id = get("litellm_call_id")
+        s_call(entry, str(call_id) if call_id else None)
         append(entry)
     return out
 
@@ -261,6 +296,7 @@ def v1_spend_row(row: Mapping[str, Any]) -> SpendLogEntry:
             cost=Decimal(str(row.get("spend") or 0.0)),
             response_time_ms=None if response_time is None else round(float(response_time) * 1000),
             status_code=int(row.get("status_code") or 200),
+            call_id=str(row["litellm_call_id"]) if row.get("litellm_call_id") else None,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise LiteLLMMalformedResponse(f"unexpected /v1/logs item shape: {exc!r}") from exc

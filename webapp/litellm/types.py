@@ -24,6 +24,7 @@ class SpendLogEntry:
     response_time_ms: int | None
     status_code: int
     metadata: dict[str, Any] = field(default_factory=dict)
+    call_id: str | None = None  # litellm_call_id: our proxy's request id for calls it forwarded
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 Wiring (create_app): `csrf.exempt(bp)`, `app.register_blueprint(bp)`, `init_app(app)`.
 Settings (webapp/config.py, PROXY_*): upstream timeouts and pool size, key-cache TTL (<= 1 s keeps
 revocation prompt), default rate-limit ceilings for plans without limits, budget reservation default and
-month-to-date cache TTL, usage-writer batch size and retry backoff, last_used_at resolution.
+month-to-date cache TTL, usage-writer batch size and retry backoff, last_used_at resolution; the body
+size limit, extra allowed body parameters and the default completion allowance of estimates.
 """
 
 from __future__ import annotations
@@ -39,15 +40,20 @@ class NoSessionForProxy(SessionInterface):
 
 
 def init_app(app: Flask) -> None:
+    from webapp.billing.live_balance import BalanceGuard
+    from webapp.billing.price_book import price_book_for
     from webapp.proxy.auth import KeyCache
     from webapp.proxy.budget import BudgetGuard, CostEstimator
     from webapp.proxy.counters import build_counters
+    from webapp.proxy.params import BodyPolicy
     from webapp.proxy.recorder import UsageWriter
-    from webapp.proxy.service import EXTENSION_KEY, ProxyServices
+    from webapp.proxy.service import EXTENSION_KEY, ProxyServices, stamp_request_id
     from webapp.proxy.upstream import Upstream
 
     if not isinstance(app.session_interface, NoSessionForProxy):
         app.session_interface = NoSessionForProxy(app.session_interface)
+    if stamp_request_id not in app.after_request_funcs.get(None, []):
+        app.after_request(stamp_request_id)  # app-wide: /v1 answers of unknown URLs carry an id too
     config = app.config
     counters = build_counters(config.get("REDIS_URL"))
     estimator = CostEstimator(Decimal(str(config["PROXY_BUDGET_DEFAULT_RESERVATION"])))
@@ -71,6 +77,9 @@ def init_app(app: Flask) -> None:
         ),
         default_rpm=config["PROXY_DEFAULT_RPM_LIMIT"],
         default_tpm=config["PROXY_DEFAULT_TPM_LIMIT"],
+        body_policy=BodyPolicy.from_settings(config["PROXY_EXTRA_BODY_PARAMS"], config["PROXY_DEFAULT_MAX_TOKENS"]),
+        balance=BalanceGuard(config["BILLING_BALANCE_TTL"], config["PROXY_READ_TIMEOUT"] + 60),
+        price_book=price_book_for(app),
     )
 
 

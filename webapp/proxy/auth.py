@@ -7,6 +7,7 @@ suspended key is refused at most that long after the change. Expiry itself is ch
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -18,9 +19,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import joinedload
 
 from webapp.extensions import db
-from webapp.models import ApiKey, Tenant
+from webapp.models import ApiKey, BillingMode, Tenant
 from webapp.proxy import errors
 from webapp.security import API_KEY_PREFIX, decrypt_secret, hash_secret
+
+log = logging.getLogger(__name__)
 
 MAX_CACHED_KEYS = 100_000
 
@@ -42,7 +45,10 @@ class KeyContext:
     key_tpm: int | None
     plan_rpm: int | None
     plan_tpm: int | None
-    monthly_budget: Decimal | None
+    monthly_budget: Decimal | None  # in the plan's currency, against usage at retail price
+    plan_max_n: int | None = None
+    plan_id: int | None = None  # what the key's usage is priced with (webapp.billing.price_book)
+    prepaid: bool = False  # the plan's billing_mode: requests reserve against the tenant's credit
 
     def allows_model(self, model: str) -> bool:
         return all(not allowed or model in allowed for allowed in (self.plan_models, self.key_models))
@@ -85,7 +91,7 @@ def _context_from(api_key: ApiKey) -> KeyContext:
         api_key_id=api_key.id,
         tenant_id=tenant.id,
         litellm_key_id=api_key.litellm_key_id,
-        virtual_key=decrypt_secret(api_key.litellm_key_encrypted or ""),
+        virtual_key=_virtual_key(api_key),
         tenant_active=tenant.is_active,
         revoked_at=api_key.revoked_at,
         expires_at=api_key.expires_at,
@@ -96,7 +102,22 @@ def _context_from(api_key: ApiKey) -> KeyContext:
         plan_rpm=plan.rpm_limit if plan else None,
         plan_tpm=plan.tpm_limit if plan else None,
         monthly_budget=plan.monthly_budget if plan else None,
+        plan_max_n=plan.max_n if plan else None,
+        plan_id=plan.id if plan else None,
+        prepaid=plan is not None and plan.billing_mode == BillingMode.PREPAID,
     )
+
+
+def _virtual_key(api_key: ApiKey) -> str:
+    try:
+        return decrypt_secret(api_key.litellm_key_encrypted or "")
+    except ValueError:
+        from webapp.proxy.service import own_request_id  # service builds on this module
+
+        request_id = own_request_id()
+        # The operator's job (ENCRYPTION_KEY / SECRET_KEY changed or the row is damaged), not the customer's.
+        log.error("request %s: the stored LiteLLM key of api key %s cannot be decrypted", request_id, api_key.id)
+        raise errors.virtual_key_unreadable(request_id) from None
 
 
 class KeyCache:

@@ -2,8 +2,9 @@
 
 Plan values apply to the tenant and, unless the key overrides them, to each key. A plan or key without
 a limit falls back to the operator's ceiling (PROXY_DEFAULT_RPM_LIMIT / PROXY_DEFAULT_TPM_LIMIT), so every
-answer can carry numeric x-ratelimit-* headers. Tokens are estimated before forwarding and corrected
-with the real count afterwards.
+answer can carry numeric x-ratelimit-* headers. Tokens are estimated before forwarding (the prompt from
+the body size, plus each requested completion's allowance: `max_tokens`, else PROXY_DEFAULT_MAX_TOKENS,
+times `n`/`best_of`) and corrected with the real count afterwards.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from webapp.proxy import errors
 from webapp.proxy.auth import KeyContext
@@ -55,11 +55,9 @@ def limits_for(context: KeyContext, default_rpm: int, default_tpm: int) -> Limit
     )
 
 
-def estimate_tokens(raw_body: bytes, body: dict[str, Any]) -> int:
-    """Prompt from the body size, plus the completion the client allows; corrected after the answer."""
-    completion = body.get("max_completion_tokens") or body.get("max_tokens") or 0
-    completion = completion if isinstance(completion, int) and completion > 0 else 0
-    return math.ceil(len(raw_body) / CHARS_PER_TOKEN) + completion
+def estimate_tokens(body_size: int, completion_tokens: int = 0, choices: int = 1) -> int:
+    """The prompt (once) and every choice's completion allowance; corrected after the answer."""
+    return math.ceil(body_size / CHARS_PER_TOKEN) + completion_tokens * choices
 
 
 def _window(now: float) -> tuple[int, float]:

@@ -1,11 +1,13 @@
 """Usage rows written off the request path: a per-worker queue drained by one background writer.
 
 The answer never waits for the database; rows are written at most PROXY_USAGE_BATCH_INTERVAL seconds
-after their request ends, in batches. Each batch goes through `record_usage` (insert-if-new on
-request_id) and is committed; only then are budget reservations settled and token estimates corrected
+after their request ends, in batches. Each batch goes through `record_usage` (insert-if-new on request id
+and call id) and is committed; only then are budget reservations settled and token estimates corrected
 (one pipelined round trip per batch), so a crash loses at most the queue, never a charge recorded
-twice. A failing database is retried with backoff until it recovers; on shutdown the queue is flushed
-(gunicorn `worker_exit`, atexit).
+twice. An unreachable database is retried with backoff until it recovers. A record the database rejects
+never holds the queue up: `record_usage` stores the rest of its batch and sets it aside in
+`usage_dead_letters` at once; a batch that fails for any other reason is tried MAX_FAILED_ATTEMPTS times,
+then set aside whole. On shutdown the queue is flushed (gunicorn `worker_exit`, atexit).
 """
 
 from __future__ import annotations
@@ -18,19 +20,27 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask
-from sqlalchemy.exc import OperationalError
 
 from webapp.extensions import db
 from webapp.proxy.counters import CounterStore, Settlement
 from webapp.proxy.limits import COUNTER_TTL
-from webapp.usage.recording import UsageRecord, latest_use_by_key, record_usage, touch_last_used
+from webapp.usage.recording import (
+    UsageRecord,
+    describe_rejection,
+    latest_use_by_key,
+    record_usage,
+    store_dead_letters,
+    touch_last_used,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_RETRY_SECONDS = 30.0
-MAX_REJECTIONS = 3
+MAX_FAILED_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +48,7 @@ class PendingUsage:
     record: UsageRecord
     settlement: Settlement | None = None
     store: CounterStore | None = None  # where the settlement goes (the services' store when submitted)
+    credit: Settlement | None = None  # a prepaid tenant's credit hold, settled at the request's price
 
 
 class UsageWriter:
@@ -93,8 +104,10 @@ class UsageWriter:
             finally:
                 for _ in batch:
                     self._queue.task_done()
-            # A write costs about the same for 1 row as for 100: gather a little before the next one.
-            time.sleep(self.batch_interval)
+            # A write costs about the same for 1 row as for 100: gather a little before the next one,
+            # unless a full batch is already waiting.
+            if len(batch) < self.batch_size:
+                time.sleep(self.batch_interval)
 
     def _next_batch(self) -> list[PendingUsage]:
         batch = [self._queue.get()]
@@ -110,26 +123,45 @@ class UsageWriter:
         self._settle(batch)
 
     def _store(self, batch: Sequence[PendingUsage]) -> None:
-        """Retry while the database is unreachable; isolate a record the database keeps rejecting."""
-        delay, rejections = self.retry_seconds, 0
+        """Retry while the database is unreachable; anything else gets a few attempts, then the batch is
+        set aside (records the database rejects never get here: record_usage sets them aside itself)."""
+        delay, failures = self.retry_seconds, 0
         while True:
             try:
                 self._write(batch)
                 return
-            except OperationalError:
-                log.exception("database unreachable; %d usage records wait %.1fs", len(batch), delay)
-            except Exception:
-                rejections += 1
-                if len(batch) > 1:
-                    for item in batch:
-                        self._store([item])
-                    return
-                if rejections >= MAX_REJECTIONS:
-                    log.error("usage record rejected, kept only in this log: %r", batch[0].record)
-                    return
-                log.exception("usage record %s rejected; retrying", batch[0].record.request_id)
+            except Exception as error:
+                if self._is_outage(error):
+                    log.warning("database unreachable; %d usage records wait %.1fs: %s", len(batch), delay, error)
+                else:
+                    failures += 1
+                    if failures >= MAX_FAILED_ATTEMPTS:
+                        self._set_aside(batch, error)
+                        return
+                    log.exception("writing %d usage records failed; retrying in %.1fs", len(batch), delay)
             time.sleep(delay)
             delay = min(delay * 2, MAX_RETRY_SECONDS)
+
+    def _is_outage(self, error: BaseException) -> bool:
+        """The database is unreachable or the connection broke: waiting helps, the records are fine."""
+        if isinstance(error, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.DisconnectionError):
+            return True
+        if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
+            return True
+        with self.app.app_context():
+            dbapi: Any = db.engine.dialect.loaded_dbapi
+        return isinstance(error, dbapi.OperationalError | dbapi.InterfaceError)
+
+    def _set_aside(self, batch: Sequence[PendingUsage], error: BaseException) -> None:
+        reason = describe_rejection(error)
+        with self.app.app_context():
+            try:
+                store_dead_letters([(item.record, reason) for item in batch])
+                db.session.commit()
+                log.error("%d usage records set aside in usage_dead_letters: %s", len(batch), reason)
+            except Exception:
+                db.session.rollback()
+                log.exception("usage records lost, kept only in this log: %r", [item.record for item in batch])
 
     def _write(self, batch: Sequence[PendingUsage]) -> None:
         with self.app.app_context():
@@ -145,8 +177,9 @@ class UsageWriter:
     def _settle(batch: Sequence[PendingUsage]) -> None:
         by_store: dict[int, tuple[CounterStore, list[Settlement]]] = {}
         for item in batch:
-            if item.settlement is not None and item.store is not None and not item.settlement.is_noop:
-                by_store.setdefault(id(item.store), (item.store, []))[1].append(item.settlement)
+            for settlement in (item.settlement, item.credit):
+                if settlement is not None and item.store is not None and not settlement.is_noop:
+                    by_store.setdefault(id(item.store), (item.store, []))[1].append(settlement)
         for store, settlements in by_store.values():
             try:
                 store.settle(settlements, COUNTER_TTL)

@@ -1,5 +1,5 @@
-"""Hooks for the production server (gunicorn.conf.py): cooperative PostgreSQL under gevent, and a last
-flush of queued usage when a worker exits."""
+"""Hooks for the production server (gunicorn.conf.py): cooperative PostgreSQL under gevent, a last flush
+of queued usage when a worker exits, and no draining of large request bodies."""
 
 from __future__ import annotations
 
@@ -35,3 +35,19 @@ def flush_usage(app: Flask | None, timeout: float = 10.0) -> None:
     services = app.extensions.get(EXTENSION_KEY) if isinstance(app, Flask) else None
     if services is not None:
         services.writer.flush(timeout)
+
+
+# gunicorn's threaded worker also stops draining an unread body after 64 KiB and closes the connection.
+MAX_DRAINED_BODY_BYTES = 64 * 1024
+
+
+def close_after_large_body(req: Any) -> None:
+    """The app refuses some bodies without reading them (no key, over the size limit). Before the next
+    request on a kept-alive connection, gunicorn's gevent worker reads such a body to its end in a loop
+    that never yields: 400 MB of it starved every other greenlet of the worker until the heartbeat killed
+    it. A connection whose body may be that large (chunked, or Content-Length over 64 KiB) is closed after
+    its answer instead; when the app did read the body, that only costs the client a new connection."""
+    headers = {name: value for name, value in req.headers}
+    length = headers.get("CONTENT-LENGTH", "0")
+    if "TRANSFER-ENCODING" in headers or not length.isdigit() or int(length) > MAX_DRAINED_BODY_BYTES:
+        req.force_close()

@@ -1,7 +1,9 @@
 """Server-sent events passed on as they arrive, noting what metering needs on the way.
 
 Every upstream read is forwarded in one write as soon as it holds whole events; only a trailing partial
-event waits for its end (the usage chunk must be recognised before it is forwarded or dropped).
+event waits for its end (the usage chunk must be recognised before it is forwarded or dropped). Each
+event is cleaned of LiteLLM's additions (webapp/proxy/sanitize.py) after metering has read it, and an
+error event mid-stream is answered in our words (webapp/proxy/errors.py).
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from webapp.proxy import errors
+from webapp.proxy.sanitize import customer_payload
 
 EVENT_END = b"\n\n"
 DATA_JSON = b"data: {"
@@ -40,8 +45,9 @@ def _has_choice_content(payload: dict[str, Any]) -> bool:
 
 
 class SseRelay:
-    def __init__(self, forward_usage: bool) -> None:
+    def __init__(self, forward_usage: bool, request_id: str | None = None) -> None:
         self.forward_usage = forward_usage
+        self.request_id = request_id  # named in an error event, as in the answer's x-request-id
         self.tally = StreamTally()
 
     def relay(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -63,22 +69,26 @@ class SseRelay:
             return event
         if b'"content"' in event or b'"text"' in event:
             self.tally.content_events += 1
-        if self.tally.response_id is None:
-            payload = _parse_data(event)
-            self.tally.response_id = str(payload.get("id") or "") or None if payload else None
-        if b'"usage"' in event:
-            return self._inspect_usage(event)
-        return event
-
-    def _inspect_usage(self, event: bytes) -> bytes:
         payload = _parse_data(event)
-        usage = payload.get("usage") if payload else None
-        if not isinstance(usage, dict) or payload is None:
+        if payload is None:
             return event
-        self.tally.usage = usage
-        if self.forward_usage:
-            return event
-        if not _has_choice_content(payload):
-            return b""
-        payload.pop("usage")
-        return b"data: " + orjson.dumps(payload) + EVENT_END
+        if self.tally.response_id is None:
+            self.tally.response_id = str(payload.get("id") or "") or None
+        if isinstance(payload.get("error"), dict):
+            return self._error_event(payload)
+        usage = payload.get("usage")
+        if isinstance(usage, dict):
+            self.tally.usage = usage
+            if not self.forward_usage:
+                if not _has_choice_content(payload):
+                    return b""
+                payload = {name: value for name, value in payload.items() if name != "usage"}
+                return b"data: " + orjson.dumps(customer_payload(payload) or payload) + EVENT_END
+        cleaned = customer_payload(payload)
+        return event if cleaned is None else b"data: " + orjson.dumps(cleaned) + EVENT_END
+
+    def _error_event(self, payload: dict[str, Any]) -> bytes:
+        code = str(payload["error"].get("code") or "")
+        status = int(code) if code.isdigit() and 400 <= int(code) <= 599 else 500
+        error = errors.upstream_error(status, payload, self.request_id or self.tally.response_id or "unknown")
+        return b"data: " + error.body() + EVENT_END

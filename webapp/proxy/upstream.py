@@ -17,6 +17,7 @@ from urllib3.exceptions import HTTPError, ReadTimeoutError
 from webapp.proxy import errors
 
 STREAM_READ_SIZE = 65536
+CALL_ID_HEADER = "x-litellm-call-id"
 
 
 class CoalescingConnection(HTTPConnection):
@@ -56,10 +57,19 @@ class Upstream:
             self._pool.ConnectionCls = CoalescingConnection
 
     def request(
-        self, method: str, path: str, virtual_key: str, body: bytes | None = None, stream: bool = False
+        self,
+        method: str,
+        path: str,
+        virtual_key: str,
+        body: bytes | None = None,
+        stream: bool = False,
+        call_id: str | None = None,
     ) -> urllib3.BaseHTTPResponse:
-        """Send with the key's LiteLLM virtual key; ProxyError 502/504 when LiteLLM cannot be reached."""
+        """Send with the key's LiteLLM virtual key, and `call_id` (our request id) as LiteLLM's call id;
+        ProxyError 502/504 when LiteLLM cannot be reached."""
         headers = {"Authorization": f"Bearer {virtual_key}", "Accept": "application/json"}
+        if call_id is not None:
+            headers[CALL_ID_HEADER] = call_id
         if body is not None:
             headers["Content-Type"] = "application/json"
         try:

@@ -9,6 +9,8 @@ import sqlalchemy as sa
 
 from webapp.extensions import db
 from webapp.models import SyncKind, SyncRun, SyncStatus, utcnow
+from webapp.webhooks.checks import report_unmapped_keys
+from webapp.webhooks.events import emit
 
 ERROR_MAX_CHARS = 2000
 
@@ -33,6 +35,7 @@ def finish_run(run: SyncRun) -> None:
     run.status = SyncStatus.SUCCEEDED
     run.cursor = run.window_end
     run.finished_at = run.heartbeat_at = utcnow()
+    report_unmapped_keys(run.window_start)  # usage.unmapped_key for tokens this run saw first
     db.session.commit()
 
 
@@ -45,8 +48,22 @@ def fail_run(run_id: int, error: str) -> SyncRun | None:
     run.status = SyncStatus.FAILED
     run.error = error[:ERROR_MAX_CHARS]
     run.finished_at = utcnow()
+    emit("sync.failed", failed_run_data(run), None)
     db.session.commit()
     return run
+
+
+def failed_run_data(run: SyncRun) -> dict[str, object]:
+    return {
+        "run_id": run.id,
+        "kind": run.kind.value,
+        "error": run.error,
+        "window_start": run.window_start,
+        "window_end": run.window_end,
+        "cursor": run.cursor,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+    }
 
 
 def fail_abandoned_runs(all_running_are_dead: bool, stale_after: timedelta) -> int:
@@ -62,6 +79,7 @@ def fail_abandoned_runs(all_running_are_dead: bool, stale_after: timedelta) -> i
         run.status = SyncStatus.FAILED
         run.error = f"interrupted: the process stopped without finishing (last heartbeat {last_sign.isoformat()})"
         run.finished_at = now
+        emit("sync.failed", failed_run_data(run), None)
     db.session.commit()
     return len(abandoned)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
@@ -13,8 +14,10 @@ from webapp.sync import bp
 from webapp.sync.background import start_bulk_import
 from webapp.sync.runs import latest_run, runs_latest_first, sync_state
 from webapp.sync.service import NothingToImport, days_window
+from webapp.usage.recording import dead_letters_latest_first
 
 RUNS_PER_PAGE = 25
+DEAD_LETTERS_SHOWN = 20
 DEFAULT_IMPORT_DAYS = 30
 MAX_IMPORT_DAYS = 366
 
@@ -23,12 +26,15 @@ MAX_IMPORT_DAYS = 366
 @staff_required
 def sync_page() -> str:
     page = db.paginate(runs_latest_first(), per_page=RUNS_PER_PAGE, max_per_page=RUNS_PER_PAGE, error_out=False)
+    dead_letters = dead_letters_latest_first()
     return render_template(
         "sync/page.html",
         state=sync_state(),
         runs=page,
         bulk=latest_run(SyncKind.BULK),
         default_days=DEFAULT_IMPORT_DAYS,
+        dead_letters=db.session.scalars(dead_letters.limit(DEAD_LETTERS_SHOWN)).all(),
+        dead_letter_total=db.session.scalar(sa.select(sa.func.count()).select_from(dead_letters.subquery())),
     )
 
 

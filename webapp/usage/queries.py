@@ -27,7 +27,7 @@ DAY = timedelta(days=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 HISTOGRAM_COLUMNS = LATENCY_COLUMNS
 SUM_COLUMNS = ROLLUP_SUMS
-COUNT_COLUMNS = SUM_COLUMNS[:6]
+COUNT_COLUMNS = ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost", "price")
 Granularity = Literal["hour", "day"]
 GroupBy = Literal["day", "hour", "model", "api_key", "tenant", "litellm_key_id"]
 PeriodName = Literal["today", "7d", "30d", "custom"]
@@ -85,10 +85,15 @@ class UsageTotals:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
-    cost: Decimal = Decimal("0")
+    cost: Decimal = Decimal("0")  # what LiteLLM charged (staff only)
+    price: Decimal = Decimal("0")  # what the tenants pay: revenue
     latency_ms_sum: int = 0
     latency_count: int = 0
     histogram: tuple[int, ...] = field(default_factory=lambda: (0,) * len(HISTOGRAM_COLUMNS))
+
+    @property
+    def margin(self) -> Decimal:
+        return self.price - self.cost
 
     @property
     def error_rate(self) -> float:
@@ -295,6 +300,7 @@ def _raw_part(start: datetime, end: datetime, usage_filter: UsageFilter) -> sa.S
         log.completion_tokens.label("completion_tokens"),
         log.total_tokens.label("total_tokens"),
         log.cost.label("cost"),
+        log.price.label("price"),
         sa.func.coalesce(latency, 0).label("latency_ms_sum"),
         sa.case((latency.is_not(None), 1), else_=0).label("latency_count"),
         *_histogram_flags(latency),
@@ -335,6 +341,7 @@ def _totals_from_row(row: Any) -> UsageTotals:
         completion_tokens=int(values["completion_tokens"]),
         total_tokens=int(values["total_tokens"]),
         cost=Decimal(values["cost"]),
+        price=Decimal(values["price"]),
     )
     if "latency_count" in values:
         sums.latency_ms_sum = int(values["latency_ms_sum"])
@@ -413,7 +420,7 @@ def _group_expression(source: sa.Subquery, group_by: GroupBy) -> sa.ColumnElemen
 def breakdown(
     usage_filter: UsageFilter, period: Period, group_by: GroupBy, limit: int | None = None
 ) -> list[GroupRow]:
-    """Totals per group; time groups in time order, the others by cost, largest first."""
+    """Totals per group; time groups in time order, the others by revenue (price), largest first."""
     if group_by == "litellm_key_id":
         return _litellm_key_breakdown(usage_filter, period, limit)
     coarsest: Granularity = "hour" if group_by == "hour" else "day"
@@ -421,7 +428,8 @@ def breakdown(
     group = _group_expression(source, group_by).label("group_key")
     statement = sa.select(group, *_sums(source, with_latency=False)).group_by(group)
     in_time_order = group_by in ("day", "hour")
-    statement = statement.order_by(group) if in_time_order else statement.order_by(sa.desc("cost"), group)
+    by_revenue: tuple[Any, ...] = (sa.desc("price"), sa.desc("cost"), group)
+    statement = statement.order_by(group) if in_time_order else statement.order_by(*by_revenue)
     if limit is not None:
         statement = statement.limit(limit)
     rows = [(row.group_key, _totals_from_row(row)) for row in db.session.execute(statement)]
@@ -497,11 +505,11 @@ def unmapped_usage(period: Period, limit: int = 10) -> list[GroupRow]:
 
 
 def budget_status(tenant_id: int, now: datetime) -> BudgetStatus:
-    """Month-to-date cost against the tenant's plan budget (None: no budget set)."""
+    """Month-to-date spend at retail price against the tenant's plan budget (None: no budget set)."""
     budget = db.session.scalar(
         sa.select(Plan.monthly_budget).join(Tenant, Tenant.plan_id == Plan.id).where(Tenant.id == tenant_id)
     )
-    spent = totals(UsageFilter(tenant_id=tenant_id), month_period(now)).cost
+    spent = totals(UsageFilter(tenant_id=tenant_id), month_period(now)).price
     return BudgetStatus(spent=spent, budget=budget)
 
 

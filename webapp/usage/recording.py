@@ -1,23 +1,55 @@
-"""The one way usage rows are written: insert-if-new on `request_id`, rollups updated for what was new.
+"""The one way usage rows are written: insert-if-new, rollups updated for what was new, LiteLLM's numbers
+replacing the proxy's estimates, and records the database rejects set aside instead of blocking the rest.
 
-The proxy and the sync both call `record_usage`, so a request seen by both is counted once.
+Counting once. The proxy, the sync and LiteLLM's callback all call `record_usage` (or `prepare_usage` +
+`record_prepared`). A row is unique on `request_id` (LiteLLM's: the response id, else the call id) and on
+`call_id` (LiteLLM's `litellm_call_id`, which is the proxy's own request id: it sends it upstream as
+`x-litellm-call-id`); an insert that meets either is a duplicate (`ON CONFLICT DO NOTHING` without a target
+covers every unique index, on PostgreSQL and SQLite alike).
+
+Provisional rows. A row the proxy could only estimate is stored with `provisional`. When LiteLLM's record of
+the same request arrives (sync or callback; matched on request id or call id), its tokens and cost replace
+the estimate in place and the rollups move by the difference; the row is then final, so a re-delivery is a
+plain duplicate. LiteLLM's record is inserted first and corrections looked up after, so a provisional row
+committed by a concurrent writer in between is still found.
+
+Poison. Text fields are fitted to their columns first (`fit_records`). A batch the database still rejects is
+retried record by record (one round trip on PostgreSQL); the good records are stored, the rejected ones go to
+`usage_dead_letters` with the database's reason, all in the caller's transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import dataclasses
+import hashlib
+import logging
+import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from io import StringIO
+from operator import attrgetter
 from typing import Any, cast
 
 import orjson
 import sqlalchemy as sa
+from psycopg2 import extensions as psycopg2_extensions
 from sqlalchemy.dialects import postgresql, sqlite
 
+from webapp.billing import price_book
 from webapp.extensions import db
-from webapp.models import LATENCY_BUCKET_BOUNDS_MS, ApiKey, UsageLog, UsageRollup, UsageSource
+from webapp.models import (
+    LATENCY_BUCKET_BOUNDS_MS,
+    ApiKey,
+    UsageDeadLetter,
+    UsageLog,
+    UsageRollup,
+    UsageSource,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
 
 # Rollup levels kept in `usage_rollups`, keyed by its `granularity` string: (time unit, dimensions).
 # Dashboards read the coarsest level that still answers the question (see queries.rollup_level):
@@ -45,6 +77,7 @@ ROLLUP_SUMS = (
     "completion_tokens",
     "total_tokens",
     "cost",
+    "price",
     "latency_ms_sum",
     "latency_count",
     *LATENCY_COLUMNS,
@@ -61,12 +94,20 @@ ROLLUP_SOURCE_COLUMNS = (
     "completion_tokens",
     "total_tokens",
     "cost",
+    "price",
     "response_time_ms",
 )
 PG_CHUNK = 20_000
 # From this many rows on, the PostgreSQL path ships them with COPY into a temp table (one round trip
 # more, but ~25 % less server time per row than unnest over array literals); below it, one statement.
 PG_COPY_FROM = 500
+# Column limits of usage_logs (and usage_rollups.model, which also holds tokens of unmapped keys).
+TEXT_LIMIT = 255
+KEY_LIMIT = 128
+HASHED_SUFFIX = 17  # "~" + 16 hex digits of sha256: an over-long id stays unique and the same everywhere
+# Sources whose records are LiteLLM's own accounting: they correct provisional rows.
+LITELLM_SOURCES = frozenset({UsageSource.SYNC, UsageSource.CALLBACK})
+ERROR_TEXT_LIMIT = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,33 +127,91 @@ class UsageRecord:
     response_time_ms: int | None = None
     status_code: int = 200
     metadata: dict[str, Any] = field(default_factory=dict)
+    call_id: str | None = None  # LiteLLM's litellm_call_id: the proxy's own request id for /v1 calls
+    provisional: bool = False  # an estimate of the proxy's, to be replaced by LiteLLM's record
+    # What the tenant pays (webapp.billing.price_book.retail_price), and the price book version used.
+    price: Decimal = Decimal(0)
+    price_version_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RecordResult:
     inserted: int
-    duplicates: int
+    duplicates: int  # not inserted because the request was already stored (corrections included)
+    corrected: int = 0  # provisional rows whose numbers LiteLLM's records replaced
+    rejected: int = 0  # refused by the database, kept in usage_dead_letters
 
 
 def record_usage(records: Sequence[UsageRecord]) -> RecordResult:
-    """Insert the records not yet stored and add them to the rollups. Flushes; the caller commits."""
+    """Insert the records not yet stored, add them to the rollups, let LiteLLM's records correct provisional
+    rows, and set aside what the database rejects. Flushes; the caller commits."""
     if not records:
         return RecordResult(inserted=0, duplicates=0)
-    if db.session.get_bind().dialect.name == "postgresql":
-        inserted_count = sum(
+    fitted = fit_records(records)
+    return _record_guarded(fitted, lambda: _record_new(fitted))
+
+
+def _record_new(records: Sequence[UsageRecord]) -> int:
+    if _dialect() == "postgresql":
+        return sum(
             _record_on_postgresql(records[start : start + PG_CHUNK]) for start in range(0, len(records), PG_CHUNK)
         )
-        return RecordResult(inserted=inserted_count, duplicates=len(records) - inserted_count)
-    inserted: list[dict[str, Any]] = []
+    stored: list[UsageRecord] = []
     for start in range(0, len(records), INSERT_CHUNK):
-        inserted.extend(_insert_new(records[start : start + INSERT_CHUNK]))
-    add_to_rollups(inserted, sign=1)
-    return RecordResult(inserted=len(inserted), duplicates=len(records) - len(inserted))
+        stored.extend(_insert_new(records[start : start + INSERT_CHUNK]))
+    add_to_rollups([rollup_source(record) for record in stored], sign=1)
+    return len(stored)
+
+
+def _record_guarded(records: Sequence[UsageRecord], attempt: Callable[[], int]) -> RecordResult:
+    """`attempt` stores the whole batch in a savepoint; when the database rejects a value, each record is
+    tried on its own instead."""
+    _open_sqlite_transaction()
+    rejected = 0
+    try:
+        with db.session.begin_nested():
+            inserted = attempt()
+    except Exception as error:
+        if not is_row_rejection(error):
+            raise
+        inserted, rejected = _record_one_by_one(records)
+    corrected = correct_provisional(records)
+    return RecordResult(
+        inserted=inserted, duplicates=len(records) - inserted - rejected, corrected=corrected, rejected=rejected
+    )
+
+
+def _dialect() -> str:
+    return db.session.get_bind().dialect.name
+
+
+def _open_sqlite_transaction() -> None:
+    """pysqlite opens its transaction lazily, at the first INSERT: a SAVEPOINT issued before that starts a
+    transaction of its own, which its RELEASE commits. Open it first, so savepoints nest as on PostgreSQL."""
+    connection = db.session.connection()
+    if connection.dialect.name != "sqlite":
+        return
+    driver_connection: Any = connection.connection.driver_connection
+    if not driver_connection.in_transaction:
+        driver_connection.execute("BEGIN")
+
+
+def is_row_rejection(error: BaseException) -> bool:
+    """The database (or the driver, before sending) refused the values themselves: retrying cannot help,
+    and the batch's other records are worth storing. A lost connection or a schema problem is not one."""
+    if isinstance(error, sa.exc.DBAPIError):
+        return isinstance(error, sa.exc.IntegrityError | sa.exc.DataError) and not error.connection_invalidated
+    cause = error.orig if isinstance(error, sa.exc.StatementError) and error.orig is not None else error
+    dbapi: Any = db.session.get_bind().dialect.loaded_dbapi
+    if isinstance(cause, dbapi.IntegrityError | dbapi.DataError):
+        return True
+    if isinstance(cause, dbapi.Error):
+        return False
+    return isinstance(cause, ValueError | TypeError | OverflowError | ArithmeticError)
 
 
 def _dialect_insert(table: sa.Table) -> Any:
-    dialect = db.session.get_bind().dialect.name
-    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    return postgresql.insert(table) if _dialect() == "postgresql" else sqlite.insert(table)
 
 
 def _row_values(record: UsageRecord) -> dict[str, Any]:
@@ -131,23 +230,336 @@ def _row_values(record: UsageRecord) -> dict[str, Any]:
         "cost": record.cost,
         "response_time_ms": record.response_time_ms,
         "status_code": record.status_code,
-        "metadata": record.metadata,
+        "metadata": clean_json(record.metadata),
+        "call_id": record.call_id,
+        "provisional": record.provisional,
+        "price": record.price,
+        "price_version_id": record.price_version_id,
     }
 
 
-def _insert_new(records: Sequence[UsageRecord]) -> list[dict[str, Any]]:
+def _unique(records: Iterable[UsageRecord]) -> list[UsageRecord]:
+    return list({record.request_id: record for record in records}.values())
+
+
+def _insert_new(records: Sequence[UsageRecord]) -> list[UsageRecord]:
+    """The generic path: one multi-row insert; returns the records it stored."""
     if not records:
         return []
-    unique_records = list({record.request_id: record for record in records}.values())
+    unique_records = _unique(records)
     table = cast(sa.Table, UsageLog.__table__)
     statement = (
         _dialect_insert(table)
         .values([_row_values(record) for record in unique_records])
-        .on_conflict_do_nothing(index_elements=["request_id"])
+        .on_conflict_do_nothing()
         .returning(table.c.request_id)
     )
     stored_ids = set(db.session.execute(statement).scalars())
-    return [rollup_source(record) for record in unique_records if record.request_id in stored_ids]
+    return [record for record in unique_records if record.request_id in stored_ids]
+
+
+# ---------------------------------------------------------------- fitting text to the columns
+
+
+def fit_records(records: Sequence[UsageRecord]) -> list[UsageRecord]:
+    """The records with every text field fitted to its column; a record that already fits is kept as is.
+    The common case, a batch where all fit, is checked a field at a time at C speed (a bulk import passes
+    a million records)."""
+    if _all_fit(records):
+        return list(records)
+    return [record if _fits(record) else fit_record(record) for record in records]
+
+
+_IDS = (
+    (attrgetter("request_id"), TEXT_LIMIT),
+    (attrgetter("call_id"), TEXT_LIMIT),
+    (attrgetter("litellm_key_id"), KEY_LIMIT),
+)
+_LABELS = (attrgetter("model"), attrgetter("endpoint"))
+
+
+def _all_fit(records: Sequence[UsageRecord]) -> bool:
+    """Ids ASCII without NUL, labels printable (they repeat: each distinct one is checked once), all within
+    their columns, every metadata a dict. A value that is not text raises TypeError: it does not fit."""
+    try:
+        for value_of, limit in _IDS:
+            values = list(filter(None, map(value_of, records)))
+            joined = "".join(values)
+            if values and (max(map(len, values)) > limit or not joined.isascii() or "\x00" in joined):
+                return False
+        for label_of in _LABELS:
+            if any(len(label) > TEXT_LIMIT or not label.isprintable() for label in set(map(label_of, records))):
+                return False
+    except TypeError:
+        return False
+    return set(map(type, map(attrgetter("metadata"), records))) <= {dict}
+
+
+def _fits(record: UsageRecord) -> bool:
+    model, endpoint, request_id, call_id, key = (
+        record.model,
+        record.endpoint,
+        record.request_id,
+        record.call_id,
+        record.litellm_key_id,
+    )
+    return (
+        type(model) is str
+        and len(model) <= TEXT_LIMIT
+        and model.isprintable()
+        and type(endpoint) is str
+        and len(endpoint) <= TEXT_LIMIT
+        and endpoint.isprintable()
+        and type(request_id) is str
+        and len(request_id) <= TEXT_LIMIT
+        and request_id.isprintable()
+        and (call_id is None or (type(call_id) is str and len(call_id) <= TEXT_LIMIT and call_id.isprintable()))
+        and (key is None or (type(key) is str and len(key) <= KEY_LIMIT and key.isprintable()))
+        and type(record.metadata) is dict
+    )
+
+
+def fit_record(record: UsageRecord) -> UsageRecord:
+    """Labels (model, endpoint) keep their printable characters, cut to the column; identifiers lose only
+    what PostgreSQL cannot store (NUL, lone surrogates), and an over-long one keeps a hash of the whole, so
+    two different long ids stay different and the proxy and the sync still agree on it."""
+    return dataclasses.replace(
+        record,
+        request_id=_fit_id(record.request_id, TEXT_LIMIT),
+        call_id=None if record.call_id is None else (_fit_id(record.call_id, TEXT_LIMIT) or None),
+        litellm_key_id=None if record.litellm_key_id is None else (_fit_id(record.litellm_key_id, KEY_LIMIT) or None),
+        model=_fit_label(record.model),
+        endpoint=_fit_label(record.endpoint),
+        metadata=clean_json(record.metadata if isinstance(record.metadata, dict) else {"value": record.metadata}),
+    )
+
+
+def _fit_label(value: Any) -> str:
+    text = value if isinstance(value, str) else str(value)
+    return "".join(character for character in text if character.isprintable())[:TEXT_LIMIT]
+
+
+def _storable(text: str) -> str:
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # lone surrogates: UTF-8 (and so PostgreSQL) cannot hold them
+        return "".join(character for character in text if not "\ud800" <= character <= "\udfff")
+    return text
+
+
+def _fit_id(value: Any, limit: int) -> str:
+    text = _storable(value if isinstance(value, str) else str(value))
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[: HASHED_SUFFIX - 1]
+    return f"{text[: limit - HASHED_SUFFIX]}~{digest}"
+
+
+def clean_json(value: Any) -> Any:
+    """A JSON value PostgreSQL's jsonb accepts: no NUL and no lone surrogates in keys or strings."""
+    if isinstance(value, str):
+        return _storable(value)
+    if isinstance(value, dict):
+        return {_storable(str(key)): clean_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_json(item) for item in value]
+    return value
+
+
+def metadata_json(metadata: dict[str, Any]) -> str:
+    """`metadata` as JSON text, cleaned only when it needs it (a NUL escape, or something orjson refuses)."""
+    try:
+        text = orjson.dumps(metadata, default=str).decode()
+    except TypeError:
+        return orjson.dumps(clean_json(metadata), default=str).decode()
+    if "\\u0000" in text:
+        return orjson.dumps(clean_json(metadata), default=str).decode()
+    return text
+
+
+# ---------------------------------------------------------------- record by record, and dead letters
+
+
+def _record_one_by_one(records: Sequence[UsageRecord]) -> tuple[int, int]:
+    """Store every record the database accepts and set the others aside; returns (inserted, rejected)."""
+    unique = _unique(records)
+    stored, rejected = _isolate_on_postgresql(unique) if _copy_allowed() else _isolate_each(unique)
+    add_to_rollups([rollup_source(record) for record in stored], sign=1)
+    if rejected:
+        store_dead_letters(rejected)
+        log.warning(
+            "usage: %d of %d records rejected by the database, kept in usage_dead_letters (first: %s)",
+            len(rejected),
+            len(unique),
+            rejected[0][1],
+        )
+    return len(stored), len(rejected)
+
+
+def _isolate_each(records: Sequence[UsageRecord]) -> tuple[list[UsageRecord], list[tuple[UsageRecord, str]]]:
+    stored: list[UsageRecord] = []
+    rejected: list[tuple[UsageRecord, str]] = []
+    for record in records:
+        try:
+            with db.session.begin_nested():
+                stored.extend(_insert_new([record]))
+        except Exception as error:
+            if not is_row_rejection(error):
+                raise
+            rejected.append((record, describe_rejection(error)))
+    return stored, rejected
+
+
+def describe_rejection(error: BaseException) -> str:
+    cause = getattr(error, "orig", None) or error
+    text = str(cause).strip() or type(cause).__name__
+    return f"{type(cause).__name__}: {text}"[:ERROR_TEXT_LIMIT]
+
+
+def record_payload(record: UsageRecord) -> dict[str, Any]:
+    """The whole record as plain JSON (decimals and times as strings): enough to store it again by hand."""
+    plain: dict[str, Any] = _plain_json({name: getattr(record, name) for name in _RECORD_FIELD_NAMES})
+    return plain
+
+
+_RECORD_FIELD_NAMES = tuple(item.name for item in dataclasses.fields(UsageRecord))
+
+
+def _plain_json(value: Any) -> Any:
+    """JSON-native values only, text that jsonb stores (`clean_json`); what JSON cannot hold exactly (a
+    decimal, a time, a huge number) becomes its text."""
+    if isinstance(value, dict):
+        return {_storable(str(key)): _plain_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_json(item) for item in value]
+    if isinstance(value, str):
+        return _storable(str(value))
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int) and -(2**63) <= value < 2**63:
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return str(getattr(value, "isoformat", lambda: value)())
+
+
+def store_dead_letters(rejected: Sequence[tuple[UsageRecord, str]]) -> None:
+    rows: list[dict[str, Any]] = [
+        {
+            "request_id": _fit_id(record.request_id, TEXT_LIMIT),
+            "source": str(getattr(record.source, "value", record.source))[:16],
+            "payload": record_payload(record),
+            "error": _storable(error),
+        }
+        for record, error in rejected
+    ]
+    if not rows:
+        return
+    if _dialect() != "postgresql":
+        now = utcnow()
+        table = cast(sa.Table, UsageDeadLetter.__table__)
+        db.session.execute(sa.insert(table), [row | {"created_at": now} for row in rows])
+        return
+    # An attack can bring hundreds per batch: one statement, the payloads as one jsonb array literal.
+    columns = {name: _text_array([row[name] for row in rows]) for name in ("request_id", "source", "error")}
+    columns["payload"] = _text_array([orjson.dumps(row["payload"]).decode() for row in rows])
+    db.session.execute(_DEAD_LETTERS_STATEMENT, columns)
+
+
+_DEAD_LETTERS_STATEMENT = sa.text(
+    "INSERT INTO usage_dead_letters (request_id, source, payload, error, created_at) "
+    "SELECT request_id, source, payload, error, now() FROM unnest(CAST(:request_id AS text[]), "
+    "CAST(:source AS text[]), CAST(:payload AS jsonb[]), CAST(:error AS text[])) "
+    "AS rows(request_id, source, payload, error)"
+)
+
+
+def dead_letters_latest_first(source: str | None = None) -> sa.Select[tuple[UsageDeadLetter]]:
+    statement = sa.select(UsageDeadLetter).order_by(UsageDeadLetter.created_at.desc(), UsageDeadLetter.id.desc())
+    return statement if source is None else statement.where(UsageDeadLetter.source == source)
+
+
+# ---------------------------------------------------------------- provisional rows corrected by LiteLLM's
+
+
+CORRECTED_COLUMNS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost")
+# LiteLLM's startTime and the proxy's occurred_at of one request differ by well under this (the request's
+# own duration at most, plus any clock skew between the hosts).
+MATCH_WINDOW = timedelta(hours=1)
+
+
+def correct_provisional(records: Sequence[UsageRecord]) -> int:
+    """LiteLLM's records (sync, callback) replace the tokens and cost of the provisional rows of the same
+    requests (matched on request id or call id), and the rollups move by the difference. Returns how many
+    rows were corrected. The rows are locked first: two writers never correct one row twice."""
+    sources = set(map(attrgetter("source"), records))
+    if sources <= LITELLM_SOURCES:
+        reports: Sequence[UsageRecord] = records  # a sync or callback batch: no copy of 5,000 records
+    elif sources & LITELLM_SOURCES:
+        reports = [record for record in records if record.source in LITELLM_SOURCES]
+    else:
+        return 0
+    candidates = _provisional_in_span(reports)
+    if not candidates:
+        return 0
+    by_request = {record.request_id: record for record in reports}
+    by_call = {record.call_id: record for record in reports if record.call_id}
+    matched = {
+        row_id: report
+        for row_id, request_id, call_id in candidates
+        if (report := by_request.get(request_id) or (by_call.get(call_id) if call_id else None)) is not None
+    }
+    if not matched:
+        return 0
+    before, after, updates = [], [], []
+    rows = _lock_provisional(sorted(matched))
+    pricer, plans = price_book.current_pricer(), price_book.plan_ids_of_tenants(row["tenant_id"] for row in rows)
+    for row in rows:
+        report = matched[row["id"]]
+        old = {name: row[name] for name in ROLLUP_SOURCE_COLUMNS}
+        new = old | {name: getattr(report, name) for name in CORRECTED_COLUMNS}
+        new["price"], price_version_id = price_book.price_of_row(pricer, plans, new)
+        before.append(old)
+        after.append(new)
+        estimate = {name: str(row[name]) if name == "cost" else row[name] for name in CORRECTED_COLUMNS}
+        extra = {key: value for key, value in (row["metadata"] or {}).items() if key != "estimated"}
+        extra.update(estimate=estimate, corrected_by=report.source.value, litellm_status_code=report.status_code)
+        corrected = {name: new[name] for name in (*CORRECTED_COLUMNS, "price")} | {"price_version_id": price_version_id}
+        updates.append({"id": row["id"], "provisional": False, "extra": extra} | corrected)
+    if not updates:
+        return 0
+    db.session.execute(sa.update(UsageLog), updates)
+    add_to_rollups(before, sign=-1)
+    add_to_rollups(after, sign=1)
+    return len(updates)
+
+
+def _provisional_in_span(reports: Sequence[UsageRecord]) -> list[tuple[int, str, str | None]]:
+    """(id, request_id, call_id) of the provisional rows around the reports' time span: a range read of
+    the small partial index, matched in Python (no per-id probes for a 5,000-row sync batch)."""
+    moment_of = attrgetter("occurred_at")
+    statement = sa.select(UsageLog.id, UsageLog.request_id, UsageLog.call_id).where(
+        UsageLog.provisional,
+        UsageLog.occurred_at >= min(map(moment_of, reports)) - MATCH_WINDOW,
+        UsageLog.occurred_at <= max(map(moment_of, reports)) + MATCH_WINDOW,
+    )
+    return [(row_id, request_id, call_id) for row_id, request_id, call_id in db.session.execute(statement)]
+
+
+def _lock_provisional(row_ids: list[int]) -> list[dict[str, Any]]:
+    """The rows, locked, if still provisional (a concurrent writer may have corrected them meanwhile)."""
+    columns = [UsageLog.id, UsageLog.extra.label("metadata")] + [getattr(UsageLog, n) for n in ROLLUP_SOURCE_COLUMNS]
+    statement = (
+        sa.select(*columns)
+        .where(UsageLog.id.in_(row_ids), UsageLog.provisional)
+        .order_by(UsageLog.id)
+        .with_for_update()
+    )
+    return [dict(row) for row in db.session.execute(statement).mappings()]
 
 
 def rollup_source(record: UsageRecord) -> dict[str, Any]:
@@ -183,6 +595,7 @@ def latency_bucket(latency_ms: int) -> int:
 def _empty_sums() -> dict[str, Any]:
     sums: dict[str, Any] = dict.fromkeys(ROLLUP_SUMS, 0)
     sums["cost"] = Decimal("0")
+    sums["price"] = Decimal("0")
     return sums
 
 
@@ -193,6 +606,7 @@ def _accumulate(sums: dict[str, Any], row: dict[str, Any], sign: int) -> None:
     for column in ("prompt_tokens", "completion_tokens", "total_tokens"):
         sums[column] += sign * int(row[column] or 0)
     sums["cost"] += sign * Decimal(row["cost"] or 0)
+    sums["price"] += sign * Decimal(row.get("price") or 0)
     if "latency_hist" in row:
         sums["latency_ms_sum"] += sign * int(row["latency_ms_sum"])
         sums["latency_count"] += sign * int(row["latency_count"])
@@ -241,7 +655,7 @@ def add_to_rollups(rows: Iterable[dict[str, Any]], sign: int = 1) -> None:
 
 # ---------------------------------------------------------------- PostgreSQL fast path
 # One statement per chunk: the rows travel as one array per column (no per-row SQL compilation),
-# the insert skips known request_ids, and the rollups are summed from exactly the rows it inserted.
+# the insert skips known requests, and the rollups are summed from exactly the rows it inserted.
 
 PG_COLUMNS: tuple[tuple[str, str], ...] = (
     ("request_id", "text"),
@@ -259,6 +673,10 @@ PG_COLUMNS: tuple[tuple[str, str], ...] = (
     ("response_time_ms", "int"),
     ("status_code", "int"),
     ("metadata", "jsonb"),
+    ("call_id", "text"),
+    ("provisional", "boolean"),
+    ("price", "numeric"),
+    ("price_version_id", "int"),
 )
 
 
@@ -305,16 +723,16 @@ def _postgresql_statement(staged: bool = False) -> str:
 WITH inserted AS (
     INSERT INTO usage_logs ({names}, created_at)
     SELECT {names}, now() FROM {source}
-    ON CONFLICT (request_id) DO NOTHING
+    ON CONFLICT DO NOTHING
     RETURNING occurred_at, tenant_id, api_key_id, litellm_key_id, model, status_code,
-              prompt_tokens, completion_tokens, total_tokens, cost, response_time_ms
+              prompt_tokens, completion_tokens, total_tokens, cost, price, response_time_ms
 ), hourly AS (
     SELECT date_trunc('hour', occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour_start,
            coalesce(tenant_id, 0) AS tenant_id, coalesce(api_key_id, 0) AS api_key_id, coalesce(model, '') AS model,
            CASE WHEN tenant_id IS NULL THEN coalesce(litellm_key_id, '') END AS unmapped_key,
            count(*) AS requests, count(*) FILTER (WHERE status_code >= 400) AS errors,
            sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
-           sum(total_tokens) AS total_tokens, sum(cost) AS cost,
+           sum(total_tokens) AS total_tokens, sum(cost) AS cost, sum(price) AS price,
            coalesce(sum(response_time_ms), 0) AS latency_ms_sum, count(response_time_ms) AS latency_count,
            {bins}
     FROM (SELECT *, {_latency_bin()} AS latency_bin FROM inserted) AS rows
@@ -344,16 +762,24 @@ _STAGE_DDL = (
 
 
 def _record_on_postgresql(records: Sequence[UsageRecord]) -> int:
-    unique = list({record.request_id: record for record in records}.values())
-    if len(unique) >= PG_COPY_FROM:
+    unique = _unique(records)
+    if len(unique) >= PG_COPY_FROM and _copy_allowed():
         return _store_copy_text(_copy_text_of(unique))
     return _record_by_arrays(unique)
+
+
+def _copy_allowed() -> bool:
+    """COPY ships bulk rows fastest, but psycopg2 refuses it while a wait callback is set, as it is in the
+    gunicorn gevent workers (webapp.proxy.serving): there the rows go as arrays, and poison is isolated with a
+    savepoint per record."""
+    return _dialect() == "postgresql" and psycopg2_extensions.get_wait_callback() is None
 
 
 @dataclass(frozen=True, slots=True)
 class PreparedUsage:
     """A batch turned into what `record_prepared` sends, so a thread that waits on the database (the sync's
-    writer) does not also spend the GIL on building it. Holds either the COPY text or the records."""
+    writer) does not also spend the GIL on building it: the fitted records, and for a bulk batch on
+    PostgreSQL the COPY text as well."""
 
     size: int
     copy_text: str | None = None
@@ -363,21 +789,26 @@ class PreparedUsage:
 
 def prepare_usage(records: Sequence[UsageRecord]) -> PreparedUsage:
     """No database access: safe in any thread. Bulk batches on PostgreSQL become COPY text up front."""
-    unique = list({record.request_id: record for record in records}.values())
-    last_used = latest_use_by_key(records)
-    if len(unique) >= PG_COPY_FROM and db.session.get_bind().dialect.name == "postgresql":
-        return PreparedUsage(size=len(records), copy_text=_copy_text_of(unique), last_used=last_used)
-    return PreparedUsage(size=len(records), records=records, last_used=last_used)
+    fitted = fit_records(records)
+    unique = _unique(fitted)
+    last_used = latest_use_by_key(fitted)
+    copy_text = None
+    if len(unique) >= PG_COPY_FROM and _copy_allowed():
+        copy_text = _copy_text_of(unique)
+    return PreparedUsage(size=len(fitted), copy_text=copy_text, records=fitted, last_used=last_used)
 
 
 def record_prepared(prepared: PreparedUsage) -> RecordResult:
-    """`record_usage` for a prepared batch (same insert-if-new and rollups, same result), plus the keys'
-    `last_used_at` (a sync batch is the only news of keys used straight against LiteLLM)."""
+    """`record_usage` for a prepared batch (same insert-if-new, rollups, corrections and dead letters, same
+    result), plus the keys' `last_used_at` (a sync batch is the only news of keys used straight against
+    LiteLLM)."""
     touch_last_used(prepared.last_used)
-    if prepared.copy_text is None:
-        return record_usage(prepared.records)
-    inserted = _store_copy_text(prepared.copy_text)
-    return RecordResult(inserted=inserted, duplicates=prepared.size - inserted)
+    if not prepared.records:
+        return RecordResult(inserted=0, duplicates=0)
+    copy_text = prepared.copy_text
+    if copy_text is None:
+        return _record_guarded(prepared.records, lambda: _record_new(prepared.records))
+    return _record_guarded(prepared.records, lambda: _store_copy_text(copy_text))
 
 
 def latest_use_by_key(records: Iterable[UsageRecord]) -> dict[int, datetime]:
@@ -398,9 +829,9 @@ def touch_last_used(latest: dict[int, datetime]) -> None:
         for key_id, moment in sorted(latest.items()):
             _move_last_used(ApiKey.id == key_id, sa.literal(moment, ApiKey.last_used_at.type))
         return
-    used = sa.values(
-        sa.column("key_id", sa.Integer), sa.column("used_at", ApiKey.last_used_at.type), name="used"
-    ).data(sorted(latest.items()))
+    used = sa.values(sa.column("key_id", sa.Integer), sa.column("used_at", ApiKey.last_used_at.type), name="used").data(
+        sorted(latest.items())
+    )
     _move_last_used(ApiKey.id == used.c.key_id, used.c.used_at)
 
 
@@ -423,8 +854,68 @@ def _store_copy_text(text: str) -> int:
     return int(connection.execute(_PG_STAGED_STATEMENT).scalar_one())
 
 
+# A batch PostgreSQL rejected, record by record in one round trip: the rows arrive as text (so loading them
+# cannot fail), and each insert runs in its own subtransaction (a PL/pgSQL exception block) that keeps the
+# database's reason when it fails. Far cheaper than a savepoint round trip per record when poison is dense.
+ISOLATION_TABLE = "usage_logs_isolation"
+_ISOLATION_DDL = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {ISOLATION_TABLE} (request_id text PRIMARY KEY, "
+    + ", ".join(f"{name} text" for name, _ in PG_COLUMNS[1:])
+    + ", outcome text, error text) ON COMMIT DELETE ROWS"
+)
+_ISOLATION_BLOCK = f"""
+DO $isolate$
+DECLARE
+    r record;
+    stored integer;
+    stored_ids text[] := '{{}}';
+    rejected_ids text[] := '{{}}';
+    reasons text[] := '{{}}';
+BEGIN
+    FOR r IN SELECT * FROM {ISOLATION_TABLE} LOOP
+        BEGIN
+            INSERT INTO usage_logs ({", ".join(name for name, _ in PG_COLUMNS)}, created_at)
+            VALUES ({", ".join(f"CAST(r.{name} AS {kind})" for name, kind in PG_COLUMNS)}, now())
+            ON CONFLICT DO NOTHING;
+            GET DIAGNOSTICS stored = ROW_COUNT;
+            IF stored > 0 THEN
+                stored_ids := stored_ids || r.request_id;
+            END IF;
+        EXCEPTION WHEN integrity_constraint_violation OR data_exception THEN
+            rejected_ids := rejected_ids || r.request_id;
+            reasons := reasons || (SQLSTATE || ' ' || SQLERRM);
+        END;
+    END LOOP;
+    UPDATE {ISOLATION_TABLE} SET outcome = 'stored' WHERE request_id = ANY(stored_ids);
+    UPDATE {ISOLATION_TABLE} AS i SET outcome = 'rejected', error = o.reason
+    FROM unnest(rejected_ids, reasons) AS o(request_id, reason) WHERE i.request_id = o.request_id;
+END
+$isolate$
+"""
+
+
+def _isolate_on_postgresql(
+    records: Sequence[UsageRecord],
+) -> tuple[list[UsageRecord], list[tuple[UsageRecord, str]]]:
+    """(stored, rejected with the database's reason); `records` are unique by request id."""
+    connection = db.session.connection()
+    connection.exec_driver_sql(f"{_ISOLATION_DDL}; TRUNCATE {ISOLATION_TABLE}")
+    names = ", ".join(name for name, _ in PG_COLUMNS)
+    driver_connection: Any = connection.connection.driver_connection
+    with driver_connection.cursor() as cursor:
+        cursor.copy_expert(f"COPY {ISOLATION_TABLE} ({names}) FROM STDIN", StringIO(_copy_text_of(records)))
+    connection.exec_driver_sql(_ISOLATION_BLOCK)
+    outcomes = connection.exec_driver_sql(
+        f"SELECT request_id, outcome, error FROM {ISOLATION_TABLE} WHERE outcome IS NOT NULL"
+    ).all()
+    by_id = {record.request_id: record for record in records}
+    stored = [by_id[request_id] for request_id, outcome, _ in outcomes if outcome == "stored"]
+    rejected = [(by_id[request_id], str(error)) for request_id, outcome, error in outcomes if outcome == "rejected"]
+    return stored, rejected
+
+
 def _copy_text_of(unique: Sequence[UsageRecord]) -> str:
-    dumps = orjson.dumps
+    to_json = metadata_json
     lines = [
         "\t".join(
             (
@@ -442,7 +933,11 @@ def _copy_text_of(unique: Sequence[UsageRecord]) -> str:
                 str(record.cost),
                 _copy_plain(record.response_time_ms),
                 str(record.status_code),
-                _copy_text(dumps(record.metadata, default=str).decode()),
+                _copy_text(to_json(record.metadata)),
+                "\\N" if record.call_id is None else _copy_text(record.call_id),
+                "true" if record.provisional else "false",
+                str(record.price),
+                _copy_plain(record.price_version_id),
             )
         )
         for record in unique
@@ -464,7 +959,6 @@ def _copy_text(value: str) -> str:
 def _record_by_arrays(unique: Sequence[UsageRecord]) -> int:
     """Each column goes as one PostgreSQL array literal: a single string parameter that the server
     parses in one go (a list would become an ARRAY[...] expression with one node per value)."""
-    dumps = orjson.dumps
     columns = {
         "request_id": _text_array([record.request_id for record in unique]),
         "tenant_id": _plain_array([record.tenant_id for record in unique]),
@@ -480,7 +974,11 @@ def _record_by_arrays(unique: Sequence[UsageRecord]) -> int:
         "cost": _plain_array([record.cost for record in unique]),
         "response_time_ms": _plain_array([record.response_time_ms for record in unique]),
         "status_code": _plain_array([record.status_code for record in unique]),
-        "metadata": _text_array([dumps(record.metadata, default=str).decode() for record in unique]),
+        "metadata": _text_array([metadata_json(record.metadata) for record in unique]),
+        "call_id": _text_array([record.call_id for record in unique]),
+        "provisional": _plain_array(["true" if record.provisional else "false" for record in unique]),
+        "price": _plain_array([record.price for record in unique]),
+        "price_version_id": _plain_array([record.price_version_id for record in unique]),
     }
     return int(db.session.execute(_PG_STATEMENT, columns).scalar_one())
 

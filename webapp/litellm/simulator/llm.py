@@ -11,7 +11,7 @@ from typing import Any
 
 import gevent
 import orjson
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 
 from webapp.litellm.simulator.rows import MASTER_KEY_MARK, MODELS, MODELS_BY_NAME, SimModel, SpendRow
 from webapp.litellm.simulator.state import SimulatorState, token_of
@@ -20,6 +20,8 @@ CONTENT = "Hello from the mock model."
 STREAM_PIECES = ("Hel", "lo ", "fro", "m t", "he ", "moc", "k m", "ode", "l.")
 COMPLETION_TOKENS = 20
 VERSION = "1.108.7"
+CALL_ID_HEADER = "x-litellm-call-id"
+MAX_CALL_ID_LENGTH = 256  # litellm.constants.MAX_LITELLM_CALL_ID_LENGTH
 API_BASES = {"openai": "https://api.openai.com", "anthropic": "https://api.anthropic.com"}
 
 
@@ -31,6 +33,21 @@ class Caller:
     models: list[str]
     spend_logs_metadata: dict[str, Any] | None
     row: dict[str, Any] | None
+
+
+def resolve_call_id(client_call_id: str | None) -> str:
+    """LiteLLM's `resolve_litellm_call_id`: a client's id of 1-256 characters is kept, else a fresh uuid4."""
+    if client_call_id is not None and 0 < len(client_call_id) <= MAX_CALL_ID_LENGTH:
+        return client_call_id
+    return str(uuid.uuid4())
+
+
+def current_call_id() -> str:
+    """The call id of the request being served: echoed in every answer, keying its spend row."""
+    if "call_id" not in g:
+        g.call_id = resolve_call_id(request.headers.get(CALL_ID_HEADER))
+    call_id: str = g.call_id
+    return call_id
 
 
 def prompt_tokens_of(body: dict[str, Any]) -> int:
@@ -48,7 +65,7 @@ def register(  # noqa: C901 - route closures count as branches
     presented_key: Callable[[], str | None],
 ) -> None:
     def fail(status: int, message: str, error_type: str, param: str | None = None) -> Exception:
-        return api_error(error_response(status, message, error_type, param, {"x-litellm-call-id": str(uuid.uuid4())}))
+        return api_error(error_response(status, message, error_type, param, {CALL_ID_HEADER: current_call_id()}))
 
     def authenticate() -> Caller:
         key = presented_key()
@@ -201,7 +218,7 @@ def register(  # noqa: C901 - route closures count as branches
                 "messages",
             )
         model = resolve_model(caller, body, "chat")
-        call_id = str(uuid.uuid4())
+        call_id = current_call_id()
         request_id = f"chatcmpl-{uuid.uuid4()}"
         prompt = prompt_tokens_of(body)
         if body.get("stream"):
@@ -249,7 +266,7 @@ def register(  # noqa: C901 - route closures count as branches
             return b"data: " + orjson.dumps(data) + b"\n\n"
 
         def events() -> Iterator[bytes]:
-            sent = 0
+            sent, finished = 0, False
             try:
                 for index in range(chunks):
                     if delay_ms > 0:
@@ -278,8 +295,12 @@ def register(  # noqa: C901 - route closures count as branches
                     }
                     yield b"data: " + orjson.dumps(usage) + b"\n\n"
                 yield b"data: [DONE]\n\n"
+                finished = True
             finally:
-                record(caller, model, "acompletion", call_id, request_id, prompt, sent, started)
+                # A client that leaves is billed for what was streamed, as a success row under the chunks'
+                # id (LiteLLM's `_bill_partial_streamed_spend_on_disconnect`); nothing streamed, no row.
+                if finished or sent:
+                    record(caller, model, "acompletion", call_id, request_id, prompt, sent, started)
 
         headers = llm_headers(call_id, model, None, caller)
         return Response(events(), status=200, headers=headers, content_type="text/event-stream; charset=utf-8")
@@ -291,7 +312,7 @@ def register(  # noqa: C901 - route closures count as branches
         caller = authenticate()
         body = body_json()
         model = resolve_model(caller, body, "chat")
-        call_id, request_id = str(uuid.uuid4()), f"chatcmpl-{uuid.uuid4()}"
+        call_id, request_id = current_call_id(), f"chatcmpl-{uuid.uuid4()}"
         prompt = prompt_tokens_of(body)
         cost = record(caller, model, "atext_completion", call_id, request_id, prompt, COMPLETION_TOKENS, started)
         payload = {
@@ -319,7 +340,7 @@ def register(  # noqa: C901 - route closures count as branches
         model = resolve_model(caller, body, "embedding")
         inputs = body.get("input")
         items = inputs if isinstance(inputs, list) else [inputs]
-        call_id = str(uuid.uuid4())
+        call_id = current_call_id()
         prompt = prompt_tokens_of(body)
         cost = record(caller, model, "aembedding", call_id, call_id, prompt, 0, started)
         payload = {
@@ -363,7 +384,8 @@ def write_failure(
     code: str,
     error_class: str,
 ) -> None:
-    call_id = str(uuid.uuid4())
+    """A failure row is keyed by the call id, the one the failed answer carries."""
+    call_id = current_call_id()
     now = time.time()
     state.add_row(
         SpendRow(
