@@ -35,6 +35,8 @@ def _refuse_insecure_production(app: Flask) -> None:
 def _configure_logging(app: Flask) -> None:
     if not app.debug and not app.testing:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # Every job run (webhook delivery polls every few seconds) would log two lines; our jobs log what they did.
+        logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
 
 
 def register_extensions(app: Flask) -> None:
