@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 HTMX_VERSION := 2.0.4
 HTMX_JS := webapp/static/vendor/htmx.min.js
+SWAGGER_UI_VERSION := 5.35.0
+SWAGGER_UI := webapp/static/vendor/swagger-ui/swagger-ui-bundle.js
 PG_TEST_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 
@@ -27,9 +29,16 @@ $(HTMX_JS):
 	npm install --silent --no-audit --no-fund --prefix build/npm htmx.org@$(HTMX_VERSION)
 	cp build/npm/node_modules/htmx.org/dist/htmx.min.js $@
 
-install: $(VENV)/.installed $(HTMX_JS)
+# Swagger UI for /api/docs, served from our own static files (no CDN, the page's CSP allows only 'self').
+$(SWAGGER_UI):
+	mkdir -p build/npm webapp/static/vendor/swagger-ui
+	npm install --silent --no-audit --no-fund --prefix build/npm swagger-ui-dist@$(SWAGGER_UI_VERSION)
+	cp build/npm/node_modules/swagger-ui-dist/swagger-ui-bundle.js build/npm/node_modules/swagger-ui-dist/swagger-ui.css \
+		webapp/static/vendor/swagger-ui/
 
-install-test: $(VENV)/.installed-test $(HTMX_JS)
+install: $(VENV)/.installed $(HTMX_JS) $(SWAGGER_UI)
+
+install-test: $(VENV)/.installed-test $(HTMX_JS) $(SWAGGER_UI)
 
 .env:
 	@echo "SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))')" > .env

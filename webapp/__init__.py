@@ -75,15 +75,18 @@ def register_blueprints(app: Flask) -> None:
     from webapp.keys import bp as keys_bp
     from webapp.main import bp as main_bp
     from webapp.sync import bp as sync_bp
+    from webapp.team import bp as team_bp
     from webapp.webhooks.api import admin_api_bp as webhooks_admin_api_bp
     from webapp.webhooks.api import api_bp as webhooks_api_bp
     from webapp.webhooks.views import bp as webhooks_bp
 
-    for page_blueprint in (auth_bp, main_bp, keys_bp, sync_bp, dashboard_bp, webhooks_bp, billing_bp):
+    for page_blueprint in (auth_bp, main_bp, keys_bp, sync_bp, dashboard_bp, webhooks_bp, billing_bp, team_bp):
         app.register_blueprint(page_blueprint)
+    from webapp.api.openapi import bp as openapi_bp
     from webapp.hooks import bp as hooks_bp
     from webapp.proxy import bp as proxy_bp
 
+    app.register_blueprint(openapi_bp)
     for api_blueprint in (admin_bp, tenant_bp, proxy_bp, webhooks_api_bp, webhooks_admin_api_bp, hooks_bp):
         csrf.exempt(api_blueprint)
         app.register_blueprint(api_blueprint)

@@ -122,6 +122,9 @@ class Config:
     REMEMBER_COOKIE_SAMESITE = "Lax"
     PERSONAL_TOKEN_DAYS = _env_int("PERSONAL_TOKEN_DAYS", 90)
     PERSONAL_TOKEN_MAX_DAYS = _env_int("PERSONAL_TOKEN_MAX_DAYS", 365)
+    # Self-service (issue 13): the /v1 URL customers are shown (empty: this request's host + /v1); invite expiry.
+    PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "").rstrip("/")
+    TEAM_INVITE_HOURS = _env_int("TEAM_INVITE_HOURS", 72)
     # Outbound webhooks and email (issue 12): see webapp/webhooks/__init__.py.
     WEBHOOK_ALLOW_PRIVATE_TARGETS = _env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
     WEBHOOK_POLL_SECONDS = _env_float("WEBHOOK_POLL_SECONDS", 5.0)

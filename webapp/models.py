@@ -814,6 +814,35 @@ class EventMark(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class TeamInvite(Base):
+    """A tenant admin's invitation to join the tenant: a one-time link whose token is stored only as sha256."""
+
+    __tablename__ = "team_invites"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(sa.ForeignKey("tenants.id"), index=True)
+    email: Mapped[str] = mapped_column(sa.String(254))
+    role: Mapped[UserRole] = mapped_column(_enum_column(UserRole))
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))  # the account made on acceptance
+
+    tenant: Mapped[Tenant] = relationship()
+
+    def status_at(self, moment: datetime) -> str:
+        if self.accepted_at is not None:
+            return "accepted"
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at <= moment:
+            return "expired"
+        return "pending"
+
+
 class ImmutableRecordError(Exception):
     """An attempt to change a ledger entry or a finalized invoice (the database refuses it as well)."""
 

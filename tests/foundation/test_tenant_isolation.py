@@ -50,7 +50,7 @@ def _tenant_routes_with_ids(app) -> set[str]:
 
 def test_every_tenant_route_with_an_id_has_a_cross_tenant_case(app):
     assert _tenant_routes_with_ids(app) == (
-        set(PAGE_CASES) | set(API_CASES) | set(TOKEN_CASES) | set(INVOICE_CASES) | set(WEBHOOK_CASES)
+        set(PAGE_CASES) | set(API_CASES) | set(TOKEN_CASES) | set(INVOICE_CASES) | set(WEBHOOK_CASES) | set(TEAM_CASES)
     )
 
 
@@ -240,3 +240,48 @@ def test_another_tenants_webhook_is_404_and_untouched(
         assert endpoint.secret_encrypted == secret
         assert db.session.query(WebhookDelivery).count() == 1
 
+
+# Team pages (tenant admins): another tenant's user or invitation id is 404 and nothing changes. The join
+# link carries a secret token, not an id: an unknown token is 404 like a foreign one.
+TEAM_CASES = {
+    "/team/members/<int:user_id>/role": [("post", "/team/members/{user_id}/role")],
+    "/team/members/<int:user_id>/remove": [("post", "/team/members/{user_id}/remove")],
+    "/team/invites/<int:invite_id>/revoke": [("post", "/team/invites/{invite_id}/revoke")],
+    "/team/join/<string:token>": [("get", "/team/join/{token}"), ("post", "/team/join/{token}")],
+}
+
+
+@pytest.fixture
+def foreign_team(app, make_tenant, make_user) -> tuple[int, int]:
+    from webapp.models import TeamInvite, User, UserRole, utcnow
+
+    owner = make_tenant(slug="owner")
+    make_user("admin", owner)
+    member = make_user("member", owner)
+    with app.app_context():
+        invite = TeamInvite(tenant_id=owner.id, email="invitee@owner.test", role=UserRole.MEMBER,
+                            token_hash=secrets.token_hex(32), expires_at=utcnow().replace(year=2100))
+        db.session.add(invite)
+        db.session.commit()
+        assert db.session.get(User, member.id) is not None
+        return member.id, invite.id
+
+
+@pytest.mark.parametrize("method,path", [case for cases in TEAM_CASES.values() for case in cases])
+def test_another_tenants_team_ids_are_404_and_untouched(
+    app, client, make_tenant, make_user, foreign_team, method, path
+):
+    from webapp.models import TeamInvite, User, UserRole
+
+    user_id, invite_id = foreign_team
+    login(client, make_user("admin", make_tenant(slug="intruder")))
+    body = {"role": "admin", "name": "x", "password": "p" * 12, "confirm_password": "p" * 12}
+    response = getattr(client, method)(
+        path.format(user_id=user_id, invite_id=invite_id, token="a1inv-" + secrets.token_urlsafe(32)), data=body
+    )
+    assert response.status_code == 404
+    with app.app_context():
+        member = db.session.get(User, user_id)
+        assert member is not None and member.active and member.role == UserRole.MEMBER
+        invite = db.session.get(TeamInvite, invite_id)
+        assert invite is not None and invite.revoked_at is None and invite.accepted_at is None

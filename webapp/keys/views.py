@@ -18,7 +18,7 @@ from webapp.auth.decorators import staff_required, tenant_admin_required, tenant
 from webapp.auth.forms import EmptyForm
 from webapp.errors import ApiError, field_messages
 from webapp.extensions import db
-from webapp.keys import bp, mapping, service
+from webapp.keys import bp, mapping, quickstart, service
 from webapp.keys.forms import AssignForm, KeyCreateForm
 from webapp.keys.schemas import KeyCreate, normalise_token
 from webapp.models import ApiKey, Tenant
@@ -32,15 +32,22 @@ def _tenant_id() -> int:
 
 def _keys_page(form: KeyCreateForm, status: int = 200) -> tuple[str, int]:
     keys = service.list_tenant_keys(_tenant_id())
+    plan = current_user.tenant.plan
+    allowances = {key.id: quickstart.key_allowance(key, plan) for key in keys}
     page = render_template(
         "keys/tenant_keys.html", keys=keys, form=form, action_form=EmptyForm(), service=service,
-        can_manage=current_user.is_tenant_admin,
+        can_manage=current_user.is_tenant_admin, allowances=allowances,
+        quickstart=quickstart.build_quickstart(plan.allowed_models if plan else []),
     )
     return page, status
 
 
 def _secret_page(issued: service.IssuedKey, action: str) -> Response:
-    page = render_template("keys/secret_once.html", issued=issued, action=action)
+    allowance = quickstart.key_allowance(issued.api_key, issued.api_key.tenant.plan)
+    page = render_template(
+        "keys/secret_once.html", issued=issued, action=action, allowance=allowance,
+        quickstart=quickstart.build_quickstart(allowance.models, issued.secret),
+    )
     return make_response(page, 201, NO_STORE)
 
 

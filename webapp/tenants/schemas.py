@@ -135,7 +135,8 @@ BILLING_FIELDS = frozenset(TenantBillingFields.model_fields)
 
 class TenantCreate(TenantBillingFields):
     name: Annotated[str, Field(min_length=1, max_length=120)]
-    slug: Annotated[str, Field(min_length=1, max_length=64)]
+    # The pattern is documented (OpenAPI) but checked by the validator below, for a human message.
+    slug: Annotated[str, Field(min_length=1, max_length=64, json_schema_extra={"pattern": SLUG_PATTERN.pattern})]
     plan_id: int | None = None
     settings: dict[str, object] = {}
 

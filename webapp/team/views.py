@@ -1,0 +1,169 @@
+"""Team pages (/team) for tenant admins, and the public page that accepts an invitation.
+
+The page showing a new invitation link is never cached; the link is not kept anywhere but in the email.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from flask import abort, flash, make_response, redirect, render_template, url_for
+from flask_login import current_user
+from pydantic import ValidationError
+from werkzeug.wrappers import Response
+
+from webapp.auth.decorators import tenant_admin_required
+from webapp.auth.forms import EmptyForm
+from webapp.errors import ApiError, field_messages
+from webapp.extensions import db
+from webapp.models import Tenant, User, UserRole, utcnow
+from webapp.team import bp, service
+from webapp.team.forms import AcceptInviteForm, InviteForm, MemberCreateForm, RoleForm
+from webapp.tenants.schemas import UserCreate
+
+NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+T = TypeVar("T")
+
+
+def _actor() -> User:
+    user: User = current_user._get_current_object()
+    return user
+
+
+def _tenant() -> Tenant:
+    return db.get_or_404(Tenant, int(current_user.tenant_id))
+
+
+def _team_page(invite_form: InviteForm | None = None, create_form: MemberCreateForm | None = None,
+               status: int = 200) -> tuple[str, int]:
+    tenant_id = int(current_user.tenant_id)
+    page = render_template(
+        "team/team.html", members=service.list_members(tenant_id), invites=service.list_pending_invites(tenant_id),
+        invite_form=invite_form or InviteForm(), create_form=create_form or MemberCreateForm(),
+        action_form=EmptyForm(), role_choices=RoleForm().role.choices, hours=int(service.invite_lifetime()
+                                                                                 .total_seconds() // 3600),
+    )
+    return page, status
+
+
+def _commit(operation: Callable[[], T], form: InviteForm | MemberCreateForm | None = None) -> T | None:
+    """Run one team change and commit; refusals become field or flash messages and nothing is kept."""
+    try:
+        result = operation()
+        db.session.commit()
+        return result
+    except ValidationError as exc:
+        db.session.rollback()
+        if form is None or not form.add_errors(field_messages(exc)):
+            flash("Check the form and try again.", "error")
+    except ApiError as exc:
+        db.session.rollback()
+        if form is None or not form.add_errors(exc.fields):
+            flash(exc.message, "error")
+    return None
+
+
+@bp.get("/team")
+@tenant_admin_required
+def team() -> tuple[str, int]:
+    return _team_page()
+
+
+@bp.post("/team/invites")
+@tenant_admin_required
+def create_invite() -> Response | tuple[str, int]:
+    form = InviteForm()
+    if form.validate_on_submit():
+        tenant, actor = _tenant(), _actor()
+        role = UserRole(form.role.data)
+        issued = _commit(lambda: service.create_invite(tenant, form.email.data or "", role, actor), form)
+        if issued is not None:
+            link = url_for("team.join", token=issued.token, _external=True)
+            emailed = service.email_invite(issued, link, actor)
+            page = render_template("team/invite_created.html", invite=issued.invite, link=link, emailed=emailed)
+            return make_response(page, 201, NO_STORE)
+    return _team_page(invite_form=form, status=422)
+
+
+@bp.post("/team/invites/<int:invite_id>/revoke")
+@tenant_admin_required
+def revoke_invite(invite_id: int) -> Response:
+    invite = service.get_invite(int(current_user.tenant_id), invite_id)
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    if _commit(lambda: service.revoke_invite(invite, _actor())):
+        flash(f"The invitation to {invite.email} is withdrawn.", "info")
+    return redirect(url_for("team.team"))
+
+
+@bp.post("/team/members")
+@tenant_admin_required
+def create_member() -> Response | tuple[str, int]:
+    form = MemberCreateForm()
+    if form.validate_on_submit():
+        tenant, actor = _tenant(), _actor()
+        user = _commit(lambda: service.create_member(tenant, UserCreate(
+            email=form.email.data or "", name=form.name.data or "", password=form.password.data or "",
+            role=form.role.data), actor), form)
+        if user is not None:
+            flash(f"{user.email} can sign in now.", "info")
+            return redirect(url_for("team.team"))
+    return _team_page(create_form=form, status=422)
+
+
+@bp.post("/team/members/<int:user_id>/role")
+@tenant_admin_required
+def change_role(user_id: int) -> Response:
+    member = service.get_member(int(current_user.tenant_id), user_id)
+    form = RoleForm()
+    if not form.validate_on_submit():
+        abort(400)
+    if _commit(lambda: service.change_role(member, UserRole(form.role.data), _actor())):
+        flash(f"{member.email} is now {member.role.value}.", "info")
+    return redirect(url_for("team.team"))
+
+
+@bp.post("/team/members/<int:user_id>/remove")
+@tenant_admin_required
+def remove_member(user_id: int) -> Response:
+    member = service.get_member(int(current_user.tenant_id), user_id)
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    if _commit(lambda: service.remove_member(member, _actor())):
+        flash(f"{member.email} is removed and signed out.", "info")
+    return redirect(url_for("team.team"))
+
+
+# ---------------------------------------------------------------- accepting an invitation (no sign-in)
+
+
+def _join_page(token: str, form: AcceptInviteForm, status: int = 200) -> Response:
+    try:
+        invite = service.pending_invite_for_token(token)
+    except ApiError as exc:
+        page = render_template("team/join_invalid.html", message=exc.message)
+        return make_response(page, exc.status, NO_STORE)
+    page = render_template("team/join.html", invite=invite, form=form, token=token, now=utcnow())
+    return make_response(page, status, NO_STORE)
+
+
+@bp.get("/team/join/<string:token>")
+def join(token: str) -> Response:
+    return _join_page(token, AcceptInviteForm())
+
+
+@bp.post("/team/join/<string:token>")
+def accept(token: str) -> Response:
+    form = AcceptInviteForm()
+    if form.validate_on_submit():
+        try:
+            user = service.accept_invite(token, form.name.data or "", form.password.data or "")
+            db.session.commit()
+        except ApiError as exc:
+            db.session.rollback()
+            page = render_template("team/join_invalid.html", message=exc.message)
+            return make_response(page, exc.status, NO_STORE)
+        flash(f"Welcome! Sign in as {user.email}.", "info")
+        return redirect(url_for("auth.login"))
+    return _join_page(token, form, 422)
