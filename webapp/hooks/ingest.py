@@ -197,8 +197,6 @@ def _retryable(error: Exception) -> bool:
 def _store(entries: Sequence[SpendLogEntry], refusals: Sequence[Refusal]) -> tuple[RecordResult, int]:
     """Attributed like the sync (only the batch's keys are looked up), recorded like the sync (last_used_at
     of the keys moves too), refusals set aside; all in the session's transaction."""
-    # The price book first: a refresh reads on a pool connection of its own, which must not wait while this
-    # session holds one (a full pool of such requests would each wait for another).
     pricer = current_pricer()
     tokens = {entry.litellm_key_id for entry in entries if entry.litellm_key_id is not None}
     records, unmapped = usage_records(entries, load_key_map(tokens), source=UsageSource.CALLBACK, pricer=pricer)
