@@ -7,10 +7,12 @@ HTMX_VERSION := 2.0.4
 HTMX_JS := webapp/static/vendor/htmx.min.js
 SWAGGER_UI_VERSION := 5.35.0
 SWAGGER_UI := webapp/static/vendor/swagger-ui/swagger-ui-bundle.js
+TRANSLATIONS_PO := webapp/translations/tr/LC_MESSAGES/messages.po
+TRANSLATIONS_MO := $(TRANSLATIONS_PO:.po=.mo)
 PG_TEST_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test install install-test services lint typecheck pytest litellm-proxy browser pdf-libs clean
+.PHONY: run test install install-test services lint typecheck pytest litellm-proxy browser pdf-libs messages clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -36,9 +38,19 @@ $(SWAGGER_UI):
 	cp build/npm/node_modules/swagger-ui-dist/swagger-ui-bundle.js build/npm/node_modules/swagger-ui-dist/swagger-ui.css \
 		webapp/static/vendor/swagger-ui/
 
-install: $(VENV)/.installed $(HTMX_JS) $(SWAGGER_UI)
+# Compiled catalogs are build output; the .po files are the source (see `make messages`).
+$(TRANSLATIONS_MO): $(TRANSLATIONS_PO) | $(BIN)/activate
+	$(BIN)/pybabel -q compile --use-fuzzy -d webapp/translations
 
-install-test: $(VENV)/.installed-test $(HTMX_JS) $(SWAGGER_UI)
+# Re-extract every translatable string and merge it into the catalogs; then translate the new entries.
+messages: install-test
+	mkdir -p build
+	$(BIN)/pybabel -q extract -F babel.cfg -k _l -k lazy_gettext -o build/messages.pot .
+	$(BIN)/pybabel -q update -N -i build/messages.pot -d webapp/translations
+
+install: $(VENV)/.installed $(HTMX_JS) $(SWAGGER_UI) $(TRANSLATIONS_MO)
+
+install-test: $(VENV)/.installed-test $(HTMX_JS) $(SWAGGER_UI) $(TRANSLATIONS_MO)
 
 .env:
 	@echo "SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))')" > .env

@@ -27,6 +27,22 @@ pytest_plugins = [
 ]
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Compile stale translation catalogs, so `pytest` alone (not only `make test`) sees the latest .po."""
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+
+    from webapp.i18n import TRANSLATIONS_DIR
+
+    for po_path in TRANSLATIONS_DIR.glob("*/LC_MESSAGES/messages.po"):
+        mo_path = po_path.with_suffix(".mo")
+        if not mo_path.exists() or mo_path.stat().st_mtime < po_path.stat().st_mtime:
+            with po_path.open("rb") as po_file:
+                catalog = read_po(po_file)
+            with mo_path.open("wb") as mo_file:
+                write_mo(mo_file, catalog, use_fuzzy=True)
 TEST_PASSWORD = "correct-horse-battery"
 
 

@@ -40,7 +40,7 @@ def _configure_logging(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    from webapp import headers, litellm, proxy
+    from webapp import headers, i18n, litellm, proxy
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.config.get("MIGRATIONS_DIR", _migrations_dir())))
@@ -49,6 +49,7 @@ def register_extensions(app: Flask) -> None:
     login_manager.id_attribute = "new_login_id"  # sessions carry the user's epoch: webapp.auth.sessions
     login_manager.login_message_category = "info"
     csrf.init_app(app)
+    i18n.init_app(app)
     litellm.init_app(app)
     proxy.init_app(app)
     headers.init_app(app)

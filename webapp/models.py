@@ -205,6 +205,8 @@ class User(UserMixin, Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # Part of every session and remember-me cookie; bumping it (logout, password change) ends them all.
     session_epoch: Mapped[int] = mapped_column(default=0, server_default="0")
+    # The user's chosen UI language (webapp.i18n.SUPPORTED_LOCALES); None follows the browser's Accept-Language.
+    locale: Mapped[str | None] = mapped_column(sa.String(8), default=None)
 
     tenant: Mapped[Tenant | None] = relationship()
 
