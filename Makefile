@@ -12,7 +12,7 @@ TRANSLATIONS_MO := $(TRANSLATIONS_PO:.po=.mo)
 PG_TEST_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test install install-test services lint typecheck pytest litellm-proxy browser pdf-libs messages clean
+.PHONY: run test install install-test services lint typecheck pytest litellm-proxy browser pdf-libs db-tools messages clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -71,13 +71,18 @@ browser:
 pdf-libs:
 	@bash scripts/ensure_pdf_libs.sh
 
+# PgBouncer and replication on loopback for tests/scale (each test run starts its own bouncer and standby).
+db-tools: services
+	@bash scripts/ensure_pgbouncer.sh
+	@bash scripts/ensure_replica.sh prepare
+
 lint: install-test
-	$(BIN)/ruff check webapp tests scripts benchmarks wsgi.py
+	$(BIN)/ruff check webapp tests scripts benchmarks wsgi.py gunicorn_worker.py
 
 typecheck: install-test
 	$(BIN)/mypy webapp
 
-pytest: install-test services litellm-proxy browser pdf-libs
+pytest: install-test services litellm-proxy browser pdf-libs db-tools
 	TEST_DATABASE_URL=$(PG_TEST_URL) TEST_REDIS_URL=$(REDIS_TEST_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest

@@ -11,7 +11,8 @@ import os
 wsgi_app = os.environ.get("GUNICORN_APP", "wsgi:app")
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
+# gunicorn's gevent worker, sending each answer's headers with its first body chunk (one send, not two).
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gunicorn_worker.CoalescingGeventWorker")
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 backlog = 2048
 timeout = 30
@@ -26,6 +27,9 @@ def post_worker_init(worker):  # type: ignore[no-untyped-def]
     from webapp.proxy.serving import make_psycopg_cooperative
 
     make_psycopg_cooperative()
+    from webapp.proxy.serving import start_worker_services
+
+    start_worker_services(getattr(worker, "wsgi", None))
 
 
 def worker_exit(server, worker):  # type: ignore[no-untyped-def]

@@ -17,6 +17,7 @@ import statistics
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from webapp.config import TestConfig  # noqa: E402
 from webapp.extensions import db  # noqa: E402
 from webapp.models import ApiKey, Plan, Tenant, User, UserRole  # noqa: E402
 from webapp.scratch_db import create_database, drop_database  # noqa: E402
+from webapp.usage.partitions import maintain_partitions  # noqa: E402
+from webapp.usage.recording import usage_logs_partitioned  # noqa: E402
 
 BENCH_DB = "a1bench_dashboards"
 PASSWORD = "bench-password-123"
@@ -147,6 +150,7 @@ def seed_accounts() -> tuple[User, User]:
 
 def load_usage(rows: int) -> None:
     engine = db.engine
+    maintain_partitions(now=datetime.now(UTC) - timedelta(days=31), ahead=2)  # the window's months, not DEFAULT
     with engine.begin() as connection:
         saved = connection.execute(
             sa.text(
@@ -156,7 +160,8 @@ def load_usage(rows: int) -> None:
         ).all()
         for name, _ in saved:
             connection.execute(sa.text(f'DROP INDEX "{name}"'))
-        connection.execute(sa.text("ALTER TABLE usage_logs DROP CONSTRAINT uq_usage_logs_request_id"))
+        # Partitioned (migration 0010): the unique keys live in usage_log_ids, which this load leaves empty.
+        connection.execute(sa.text("ALTER TABLE usage_logs DROP CONSTRAINT IF EXISTS uq_usage_logs_request_id"))
     started = time.perf_counter()
     chunk = 1_000_000
     now = time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime())
@@ -177,9 +182,10 @@ def load_usage(rows: int) -> None:
     with engine.begin() as connection:
         connection.execute(sa.text("SET LOCAL maintenance_work_mem = '1GB'"))
         unique = "ALTER TABLE usage_logs ADD CONSTRAINT uq_usage_logs_request_id UNIQUE (request_id)"
-        connection.execute(sa.text(unique))
+        if not usage_logs_partitioned():
+            connection.execute(sa.text(unique))
         for _, definition in saved:
-            connection.execute(sa.text(definition))
+            connection.execute(sa.text(definition.replace(" ON ONLY ", " ON ")))  # partitioned: every partition
     log(f"  indexes rebuilt ({time.perf_counter() - started:.0f} s)")
     with engine.begin() as connection:
         connection.execute(sa.text("SET LOCAL work_mem = '512MB'"))

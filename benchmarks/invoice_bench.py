@@ -49,6 +49,8 @@ from webapp.models import (  # noqa: E402
     utcnow,
 )
 from webapp.scratch_db import create_database, drop_database  # noqa: E402
+from webapp.usage.partitions import maintain_partitions  # noqa: E402
+from webapp.usage.recording import usage_logs_partitioned  # noqa: E402
 
 BENCH_DB = "a1bench_invoices"
 KEYS_PER_TENANT = 5
@@ -243,6 +245,7 @@ class UsageRows:
 
 def load(rows: int, tenants: int, start: datetime, end: datetime, seeded: dict[str, Any]) -> None:
     engine = db.engine
+    maintain_partitions(now=start, ahead=1)  # the month's own partition, not DEFAULT
     with engine.begin() as connection:
         saved = connection.execute(
             sa.text(
@@ -252,7 +255,8 @@ def load(rows: int, tenants: int, start: datetime, end: datetime, seeded: dict[s
         ).all()
         for name, _ in saved:
             connection.execute(sa.text(f'DROP INDEX "{name}"'))
-        connection.execute(sa.text("ALTER TABLE usage_logs DROP CONSTRAINT uq_usage_logs_request_id"))
+        # Partitioned (migration 0010): the unique keys live in usage_log_ids, which this load leaves empty.
+        connection.execute(sa.text("ALTER TABLE usage_logs DROP CONSTRAINT IF EXISTS uq_usage_logs_request_id"))
     started = time.perf_counter()
     raw = engine.raw_connection()
     try:
@@ -267,9 +271,10 @@ def load(rows: int, tenants: int, start: datetime, end: datetime, seeded: dict[s
     with engine.begin() as connection:
         connection.execute(sa.text("SET LOCAL maintenance_work_mem = '512MB'"))
         unique = "ALTER TABLE usage_logs ADD CONSTRAINT uq_usage_logs_request_id UNIQUE (request_id)"
-        connection.execute(sa.text(unique))
+        if not usage_logs_partitioned():
+            connection.execute(sa.text(unique))
         for _, definition in saved:
-            connection.execute(sa.text(definition))
+            connection.execute(sa.text(definition.replace(" ON ONLY ", " ON ")))  # partitioned: every partition
     log(f"  indexes rebuilt: {time.perf_counter() - started:.0f} s")
     resums = ", ".join(f"sum({column.strip()})" for column in SUM_COLUMNS.split(","))
     with engine.begin() as connection:

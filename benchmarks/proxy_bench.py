@@ -95,7 +95,7 @@ from webapp.models import ApiKey, Plan, Tenant
 from webapp.security import encrypt_secret, generate_secret, hash_secret, litellm_token_for
 app = create_app()
 with app.app_context():
-    upgrade()
+    upgrade(revision=os.environ.get("BENCH_REVISION", "head"))  # 0009: the unpartitioned usage_logs
     plan = Plan(name="bench", rpm_limit=10_000_000, tpm_limit=1_000_000_000, monthly_budget=Decimal("1000000"),
                 allowed_models=[])
     tenant = Tenant(name="Bench", slug="bench", plan=plan)

@@ -107,7 +107,8 @@ def migrate(database_url: str) -> None:
     from flask_migrate import upgrade
 
     with build_app(database_url, "http://127.0.0.1:1").app_context():
-        upgrade(directory=str(ROOT / "migrations"))
+        # BENCH_REVISION=0009: the unpartitioned usage_logs, for comparison (docs/benchmarks.md)
+        upgrade(directory=str(ROOT / "migrations"), revision=os.environ.get("BENCH_REVISION", "head"))
 
 
 def map_keys_to_tenants(database_url: str, litellm_url: str, price_change: datetime) -> None:
@@ -155,7 +156,8 @@ def _price_change(plan_id: int, moment: datetime) -> None:
 def truncate_usage(database_url: str) -> None:
     engine = sa.create_engine(database_url)
     with engine.begin() as connection:
-        connection.execute(sa.text("TRUNCATE usage_logs, usage_rollups, sync_runs RESTART IDENTITY"))
+        ids = ", usage_log_ids" if connection.scalar(sa.text("SELECT to_regclass('usage_log_ids')")) else ""
+        connection.execute(sa.text(f"TRUNCATE usage_logs, usage_rollups, sync_runs{ids} RESTART IDENTITY"))
     engine.dispose()
 
 

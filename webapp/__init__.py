@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask
+from flask_babel import gettext
 
 from webapp.config import Config, config_for_environment, startup_problems
 from webapp.extensions import csrf, db, login_manager, migrate
@@ -40,7 +41,7 @@ def _configure_logging(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    from webapp import headers, i18n, litellm, proxy
+    from webapp import formatting, headers, i18n, litellm, proxy, replica
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.config.get("MIGRATIONS_DIR", _migrations_dir())))
@@ -48,11 +49,15 @@ def register_extensions(app: Flask) -> None:
     login_manager.login_view = "auth.login"
     login_manager.id_attribute = "new_login_id"  # sessions carry the user's epoch: webapp.auth.sessions
     login_manager.login_message_category = "info"
+    login_manager.login_message = i18n.N_("Please sign in to see this page.")
+    login_manager.localize_callback = gettext
     csrf.init_app(app)
     i18n.init_app(app)
+    formatting.init_app(app)
     litellm.init_app(app)
     proxy.init_app(app)
     headers.init_app(app)
+    replica.init_app(app)
 
 
 def _migrations_dir() -> str:

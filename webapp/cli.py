@@ -40,24 +40,40 @@ def create_admin(email: str, password: str, with_token: bool) -> None:
 
 @click.command("seed-demo")
 @click.option("--map-simulator-keys", is_flag=True, help="Also give three simulator keys to the demo tenants.")
+@click.option("--no-logins", is_flag=True, help="Do not print the demo logins (`flask demo-logins` prints them).")
 @with_appcontext
-def seed_demo(map_simulator_keys: bool) -> None:
+def seed_demo(map_simulator_keys: bool, no_logins: bool) -> None:
     """Seed demo plans, tenants and users (idempotent)."""
     from webapp.demo import map_demo_simulator_keys, seed_demo_data
 
     for line in seed_demo_data():
-        click.echo(line)
+        if not no_logins:
+            click.echo(line)
     if map_simulator_keys:
         for line in map_demo_simulator_keys():
             click.echo(line)
+
+
+@click.command("demo-logins")
+def demo_logins() -> None:
+    """Print the demo logins (`make run` prints them last, once the app answers)."""
+    from webapp.demo import demo_logins as lines
+
+    for line in lines():
+        click.echo(line)
 
 
 def register_commands(app: Flask) -> None:
     _load_feature_commands()
     app.cli.add_command(create_admin)
     app.cli.add_command(seed_demo)
+    app.cli.add_command(demo_logins)
     app.cli.add_command(litellm_cli)
     app.cli.add_command(keys_cli)
+    from webapp.usage.cli import partitions_cli
+
+    usage_cli.add_command(partitions_cli)
+    app.cli.add_command(usage_cli)
     from webapp.billing.cli import billing_cli
 
     app.cli.add_command(billing_cli)
@@ -72,3 +88,4 @@ def _load_feature_commands() -> None:
 
 
 FEATURE_COMMAND_MODULES: list[str] = ["webapp.litellm.commands", "webapp.sync.cli", "webapp.keys.commands"]
+usage_cli = AppGroup("usage", help="Usage storage: PostgreSQL partitions and retention.")

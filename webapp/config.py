@@ -38,6 +38,12 @@ class Config:
     ENCRYPTION_KEY = os.environ.get("ENCRYPTION_KEY") or None
     SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL") or default_database_url()
     SQLALCHEMY_ENGINE_OPTIONS: dict[str, object] = {"pool_pre_ping": True}
+    # Read replica and connection poolers (issue 14): see webapp/replica.py and webapp/pooling.py.
+    DATABASE_REPLICA_URL = os.environ.get("DATABASE_REPLICA_URL") or None
+    DATABASE_REPLICA_MAX_LAG = _env_float("DATABASE_REPLICA_MAX_LAG", 30.0)
+    DATABASE_REPLICA_CHECK_SECONDS = _env_float("DATABASE_REPLICA_CHECK_SECONDS", 5.0)
+    DATABASE_POOL_MODE = os.environ.get("DATABASE_POOL_MODE", "session").strip().lower()
+    DATABASE_SESSION_URL = os.environ.get("DATABASE_SESSION_URL") or None
     REDIS_URL = os.environ.get("REDIS_URL") or None
 
     LITELLM_BASE_URL = os.environ.get("LITELLM_BASE_URL", SIMULATOR_BASE_URL)
@@ -55,15 +61,21 @@ class Config:
     # /v1 proxy (issue 6): see webapp/proxy/__init__.py for what each one governs.
     PROXY_CONNECT_TIMEOUT = _env_float("PROXY_CONNECT_TIMEOUT", 3.05)
     PROXY_POOL_SIZE = _env_int("PROXY_POOL_SIZE", 1000)
-    PROXY_KEY_CACHE_TTL = _env_float("PROXY_KEY_CACHE_TTL", 1.0)
+    # With Redis, changes evict cached keys in every process at once (webapp.proxy.invalidation): the TTL is
+    # the fallback, and 1 s while the invalidation feed is down.
+    PROXY_KEY_CACHE_TTL = _env_float("PROXY_KEY_CACHE_TTL", 30.0)
     PROXY_DEFAULT_RPM_LIMIT = _env_int("PROXY_DEFAULT_RPM_LIMIT", 10_000)
     PROXY_DEFAULT_TPM_LIMIT = _env_int("PROXY_DEFAULT_TPM_LIMIT", 10_000_000)
     PROXY_BUDGET_DEFAULT_RESERVATION = _env_float("PROXY_BUDGET_DEFAULT_RESERVATION", 0.05)
     PROXY_BUDGET_SPENT_TTL = _env_int("PROXY_BUDGET_SPENT_TTL", 30)
     PROXY_USAGE_BATCH_SIZE = _env_int("PROXY_USAGE_BATCH_SIZE", 500)
     PROXY_USAGE_RETRY_SECONDS = _env_float("PROXY_USAGE_RETRY_SECONDS", 0.5)
-    PROXY_USAGE_BATCH_INTERVAL = _env_float("PROXY_USAGE_BATCH_INTERVAL", 0.2)
+    PROXY_USAGE_BATCH_INTERVAL = _env_float("PROXY_USAGE_BATCH_INTERVAL", 1.0)
     PROXY_LAST_USED_RESOLUTION = _env_int("PROXY_LAST_USED_RESOLUTION", 60)
+    # Several instances (issue 14): queued usage kept in Redis until committed, replayed if its worker dies.
+    PROXY_USAGE_SPOOL = _env_bool("PROXY_USAGE_SPOOL", True)
+    PROXY_USAGE_SPOOL_HEARTBEAT = _env_float("PROXY_USAGE_SPOOL_HEARTBEAT", 5.0)
+    PROXY_USAGE_SPOOL_REPLAY_SECONDS = _env_float("PROXY_USAGE_SPOOL_REPLAY_SECONDS", 30.0)
     # Proxy edges (issue 10): body size, body parameters, and the completion allowance of estimates.
     PROXY_MAX_BODY_BYTES = _env_int("PROXY_MAX_BODY_BYTES", 32 * 1024 * 1024)
     PROXY_EXTRA_BODY_PARAMS = os.environ.get("PROXY_EXTRA_BODY_PARAMS", "")
@@ -72,7 +84,7 @@ class Config:
     MAX_BODY_BYTES = _env_int("MAX_BODY_BYTES", 1024 * 1024)
 
     SCHEDULER_ENABLED = _env_bool("SCHEDULER_ENABLED", True)
-    SYNC_INTERVAL_MINUTES = _env_int("SYNC_INTERVAL_MINUTES", 5)
+    SYNC_INTERVAL_MINUTES = _env_float("SYNC_INTERVAL_MINUTES", 5.0)
     SYNC_OVERLAP_MINUTES = _env_int("SYNC_OVERLAP_MINUTES", 15)
     SYNC_SETTLE_SECONDS = _env_int("SYNC_SETTLE_SECONDS", 60)
     SYNC_STALE_MINUTES = _env_int("SYNC_STALE_MINUTES", 10)
@@ -102,6 +114,10 @@ class Config:
     INVOICE_ISSUER_TAX_ID = os.environ.get("INVOICE_ISSUER_TAX_ID", "")
     BILLING_DEBIT_INTERVAL_MINUTES = _env_float("BILLING_DEBIT_INTERVAL_MINUTES", 15.0)
     BILLING_INVOICE_CHECK_HOURS = _env_float("BILLING_INVOICE_CHECK_HOURS", 1.0)
+    # Partitioned usage (issue 14, PostgreSQL): see webapp/usage/partitions.py. Retention 0 keeps raw rows forever.
+    USAGE_PARTITIONS_AHEAD = _env_int("USAGE_PARTITIONS_AHEAD", 3)
+    USAGE_RETENTION_MONTHS = _env_int("USAGE_RETENTION_MONTHS", 0)
+    USAGE_PARTITION_CHECK_HOURS = _env_float("USAGE_PARTITION_CHECK_HOURS", 1.0)
     BILLING_LATE_USAGE_MONTHS = _env_int("BILLING_LATE_USAGE_MONTHS", 12)
     BILLING_BALANCE_TTL = _env_int("BILLING_BALANCE_TTL", 30)
     # Browser hardening (issue 10.9): see webapp/headers.py; HSTS is sent only when APP_ENV=production.
@@ -168,6 +184,7 @@ class TestConfig(Config):
     SCHEDULER_ENABLED = False
     WTF_CSRF_ENABLED = False
     REDIS_URL = None
+    PROXY_KEY_CACHE_TTL = 1.0  # without Redis the TTL is what other processes rely on: tests keep it short
     # Nothing listens on the discard port: a test that needs LiteLLM points the app at a simulator itself.
     LITELLM_BASE_URL = "http://127.0.0.1:9"
     # Test receivers listen on loopback; tests/security/test_webhook_ssrf.py turns this off again.
@@ -182,8 +199,28 @@ def startup_problems(settings: Mapping[str, Any]) -> list[str]:
     problems = encryption_key_problems(settings.get("ENCRYPTION_KEY"), settings["SECRET_KEY"])
     if not 1 <= int(settings.get("REMEMBER_COOKIE_DAYS", MAX_REMEMBER_COOKIE_DAYS)) <= MAX_REMEMBER_COOKIE_DAYS:
         problems.append(f"REMEMBER_COOKIE_DAYS must be between 1 and {MAX_REMEMBER_COOKIE_DAYS}.")
+    problems.extend(_database_problems(settings))
     if settings.get("ENV_NAME") == "production":
         problems.extend(_production_problems(settings))
+    return problems
+
+
+POOL_MODES = ("session", "transaction")
+
+
+def _database_problems(settings: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    on_postgresql = str(settings.get("SQLALCHEMY_DATABASE_URI", "")).startswith("postgresql")
+    if settings.get("DATABASE_REPLICA_URL") and not on_postgresql:
+        problems.append("DATABASE_REPLICA_URL needs DATABASE_URL to be PostgreSQL (a streaming replica of it).")
+    mode = settings.get("DATABASE_POOL_MODE", "session")
+    if mode not in POOL_MODES:
+        problems.append(f"DATABASE_POOL_MODE must be one of {', '.join(POOL_MODES)}, not {mode!r}.")
+    if mode == "transaction" and not settings.get("DATABASE_SESSION_URL"):
+        problems.append(
+            "DATABASE_POOL_MODE=transaction needs DATABASE_SESSION_URL (the server itself, or a session-pooled "
+            "PgBouncer database) for the job locks, which hold a PostgreSQL session."
+        )
     return problems
 
 

@@ -65,6 +65,10 @@ def seed_demo_data() -> Iterator[str]:
             db.session.flush()
         _ensure_user(spec["admin"], UserRole.ADMIN, tenant)
     db.session.commit()
+    yield from demo_logins()
+
+
+def demo_logins() -> Iterator[str]:
     yield "Demo logins (password for all: " + DEMO_PASSWORD + "):"
     yield f"  staff admin:  {STAFF_EMAIL}"
     for spec in DEMO_TENANTS:

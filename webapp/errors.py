@@ -5,12 +5,29 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
+from flask_babel import force_locale
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from webapp.extensions import db
+from webapp.validation_messages import human_message
 
 JSON_PREFIXES = ("/api/", "/hooks/")
+# Error pages for people speak their language; werkzeug's own names and descriptions are English only.
+HTML_ERROR_TEXT = {
+    400: (_l("Bad request"), _l("The request could not be understood. Reload the page and try again.")),
+    401: (_l("Sign-in needed"), _l("Sign in to see this page.")),
+    403: (_l("Forbidden"), _l("Your account may not open this page.")),
+    404: (_l("Not found"), _l("There is nothing at this address.")),
+    405: (_l("Method not allowed"), _l("This address does not accept that kind of request.")),
+    413: (_l("Too large"), _l("The request is larger than this server accepts.")),
+    422: (_l("Invalid input"), _l("Check the form and try again.")),
+    429: (_l("Too many requests"), _l("Too many requests in a short time. Wait a moment and try again.")),
+    500: (_l("Server error"), _l("Something went wrong on our side.")),
+    503: (_l("Unavailable"), _l("The service is briefly unavailable. Try again in a moment.")),
+}
 
 
 class ApiError(Exception):
@@ -36,10 +53,11 @@ def json_error(status: int, message: str, code: str = "error", fields: dict[str,
 
 
 def field_messages(error: ValidationError) -> dict[str, str]:
+    """One sentence per field, in the request's language (webapp.validation_messages: never pydantic's wording)."""
     messages: dict[str, str] = {}
     for item in error.errors():
         name = ".".join(str(part) for part in item["loc"]) or "body"
-        messages.setdefault(name, item["msg"])
+        messages.setdefault(name, human_message(item))
     return messages
 
 
@@ -60,7 +78,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ValidationError)
     def handle_validation_error(error: ValidationError) -> Response:
         db.session.rollback()
-        return json_error(422, "Invalid input.", "validation_error", field_messages(error))
+        with force_locale("en"):  # JSON errors are for programs: always English
+            fields = field_messages(error)
+        return json_error(422, "Invalid input.", "validation_error", fields)
 
     @app.errorhandler(HTTPException)
     def handle_http_error(error: HTTPException) -> Response | tuple[str, int]:
@@ -70,7 +90,7 @@ def register_error_handlers(app: Flask) -> None:
             return refusal.to_response()
         if _wants_json():
             return json_error(status, error.description or error.name, error.name.lower().replace(" ", "_"))
-        return render_template("error.html", status=status, title=error.name, message=error.description), status
+        return _error_page(error, status)
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception) -> Response | tuple[str, int]:
@@ -82,5 +102,14 @@ def register_error_handlers(app: Flask) -> None:
         app.logger.exception("unhandled error on %s %s", request.method, request.path)
         if _wants_json():
             return json_error(500, "Internal server error.", "internal_error")
-        message = "Something went wrong on our side."
-        return render_template("error.html", status=500, title="Server error", message=message), 500
+        title, message = HTML_ERROR_TEXT[500]
+        return render_template("error.html", status=500, title=title, message=message), 500
+
+
+def _error_page(error: HTTPException, status: int) -> tuple[str, int]:
+    """A custom description (abort(404, "No such API token.")) is shown translated when the catalog has it."""
+    title, message = HTML_ERROR_TEXT.get(status, (error.name, error.description))
+    default_description = type(error).description
+    if error.description and error.description != default_description:
+        message = _(error.description)
+    return render_template("error.html", status=status, title=title, message=message), status

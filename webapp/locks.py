@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from webapp.extensions import db
+from webapp.pooling import session_engine
 
 _local_locks: defaultdict[int, threading.Lock] = defaultdict(threading.Lock)
 
@@ -37,8 +38,9 @@ def job_lock(key: int) -> Iterator[JobLock]:
 @contextmanager
 def _advisory_lock(key: int) -> Iterator[bool]:
     # A dedicated connection holds the session lock for the whole run; if the process dies, the
-    # connection closes and PostgreSQL releases the lock.
-    with db.engine.connect() as connection:
+    # connection closes and PostgreSQL releases the lock. Behind PgBouncer in transaction pooling that
+    # connection comes from DATABASE_SESSION_URL (webapp/pooling.py): a session lock needs a session.
+    with session_engine().connect() as connection:
         acquired = bool(connection.scalar(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": key}))
         connection.commit()
         try:

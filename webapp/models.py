@@ -335,6 +335,11 @@ CALL_ID_UNIQUE_WHERE = f"call_id LIKE '{PROXY_REQUEST_ID_PREFIX}%' OR request_id
 
 
 class UsageLog(Base):
+    """One request's usage. On PostgreSQL the table is range-partitioned by month on `occurred_at` (migration
+    0010, webapp.usage.partitions): its primary key there is (id, occurred_at) and the unique keys below live
+    in `usage_log_ids`; this mapping describes the plain table SQLite keeps. `id` comes from one sequence,
+    so it stays unique either way."""
+
     __tablename__ = "usage_logs"
 
     id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True)
@@ -391,6 +396,28 @@ class UsageLog(Base):
         ),
         # PostgreSQL's numeric takes NaN, which would turn every rollup sum it reaches into NaN for good.
         sa.CheckConstraint("cost <> 'NaN'", name="cost_is_a_number"),
+    )
+
+
+class UsageLogId(Base):
+    """(PostgreSQL) The unique keys of the partitioned `usage_logs`, which cannot hold a unique index without
+    the partition key: one row per usage row, claimed in the statement that inserts it. Same definitions as
+    the plain table's (request_id, and call_id where CALL_ID_UNIQUE_WHERE). Empty on SQLite."""
+
+    __tablename__ = "usage_log_ids"
+
+    request_id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    call_id: Mapped[str | None] = mapped_column(sa.String(255))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        sa.Index(
+            "uq_usage_log_ids_call_id",
+            "call_id",
+            unique=True,
+            postgresql_where=sa.text(CALL_ID_UNIQUE_WHERE),
+            sqlite_where=sa.text(CALL_ID_UNIQUE_WHERE),
+        ),
     )
 
 

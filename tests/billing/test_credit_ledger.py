@@ -177,11 +177,11 @@ def test_staff_page_posts_credit_and_tenant_page_shows_it(app, client, prepaid_t
         data={"kind": "topup", "amount": "40.00", "reference": "wire 77"},
         follow_redirects=True,
     )
-    assert done.status_code == 200 and "40.00 USD" in done.get_data(as_text=True)
+    assert done.status_code == 200 and "$40.00" in done.get_data(as_text=True)
     client.post("/logout")
     login(client, make_user("admin", prepaid_tenant))
     mine = client.get("/billing").get_data(as_text=True)
-    assert "wire 77" in mine and "40.00 USD" in mine
+    assert "wire 77" in mine and "$40.00" in mine
 
 
 def test_staff_edit_billing_details_and_rates_on_pages(app, client, prepaid_tenant, make_user):

@@ -77,7 +77,7 @@ def test_password_form_in_chromium(context, base_url, make_user):
     user = make_user("staff")
     page = context.new_page()
     sign_in(page, base_url, user.email)
-    page.get_by_role("link", name="Password", exact=True).click()
+    page.get_by_role("link", name="Account", exact=True).click()
     page.get_by_label("Current password").fill("not-my-password")
     page.get_by_label("New password", exact=True).fill("a-new-password-1")
     page.get_by_label("Repeat the new password").fill("a-new-password-2")

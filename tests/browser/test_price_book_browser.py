@@ -37,7 +37,7 @@ def test_staff_changes_prices_on_the_plan_page(page, base_url, app, make_plan, m
     assert "New prices saved" in page.content()
     rows = page.locator("tbody tr[data-version-id]")
     assert rows.count() == 2
-    assert "22.50%" in rows.first.inner_text() and "claude-3-haiku" in rows.first.inner_text()
+    assert "22.5 %" in rows.first.inner_text() and "claude-3-haiku" in rows.first.inner_text()
     with app.app_context():
         latest = db.session.scalars(
             sa.select(PriceBookVersion)

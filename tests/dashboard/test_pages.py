@@ -59,7 +59,8 @@ def test_tenant_admin_never_sees_other_tenant(client, world):
 def test_member_sees_dashboard_but_not_staff_pages(client, world):
     login(client, world.member_a)
     assert client.get("/dashboard").status_code == 200
-    for url in ("/staff", "/staff/tenants", "/staff/usage", f"/staff/tenants/{world.tenant_a.id}", "/staff/cards/sync"):
+    for url in ("/staff", "/staff/tenants", "/staff/usage", f"/staff/tenants/{world.tenant_a.id}",
+                f"/staff/tenants/{world.tenant_a.id}/usage", "/staff/cards/sync"):
         assert client.get(url).status_code == 403, url
 
 
@@ -82,7 +83,7 @@ def test_bad_period_shows_field_messages(client, world):
     login(client, world.admin_a)
     response = client.get("/dashboard?period=custom&from=2025-02-01", headers=hx("dash-main"))
     assert response.status_code == 422
-    assert "custom period needs" in response.get_data(as_text=True)
+    assert "Choose both a start and an end day for a custom period." in response.get_data(as_text=True)
     assert client.get("/usage?min_cost=-1").status_code == 422
 
 
@@ -102,7 +103,7 @@ def test_staff_overview_matches_admin_api(client, world, staff_token):
     assert Decimal(kpi(html, "price")) == Decimal(totals["price"])
     assert Decimal(kpi(html, "margin")) == Decimal(totals["margin"])
     assert "Acme" in html and "Bravo" in html and "tok-unmapped" in html
-    drill = client.get(f"/staff/tenants/{world.tenant_b.id}?period=30d").get_data(as_text=True)
+    drill = client.get(f"/staff/tenants/{world.tenant_b.id}/usage?period=30d").get_data(as_text=True)
     assert int(kpi(drill, "requests")) == 25
 
 

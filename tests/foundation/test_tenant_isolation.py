@@ -285,3 +285,58 @@ def test_another_tenants_team_ids_are_404_and_untouched(
         assert member is not None and member.active and member.role == UserRole.MEMBER
         invite = db.session.get(TeamInvite, invite_id)
         assert invite is not None and invite.revoked_at is None and invite.accepted_at is None
+
+
+# Staff run a tenant from /staff/tenants/<tenant_id>/...: a user, invitation or key of another tenant reached
+# through this tenant's URLs is 404 and untouched (a staff slip, or a crafted form, never acts on the wrong one).
+STAFF_NESTED_CASES = {
+    "/staff/tenants/<int:tenant_id>/users/<int:user_id>/deactivate": [
+        ("post", "/staff/tenants/{tenant_id}/users/{user_id}/deactivate")
+    ],
+    "/staff/tenants/<int:tenant_id>/invites/<int:invite_id>/revoke": [
+        ("post", "/staff/tenants/{tenant_id}/invites/{invite_id}/revoke")
+    ],
+    "/staff/tenants/<int:tenant_id>/keys/<int:key_id>/revoke": [
+        ("post", "/staff/tenants/{tenant_id}/keys/{key_id}/revoke")
+    ],
+}
+
+
+def test_every_staff_route_with_a_nested_tenant_owned_id_has_a_case(app):
+    nested = {
+        rule.rule for rule in app.url_map.iter_rules()
+        if rule.rule.startswith("/staff/tenants/<int:tenant_id>/") and rule.rule.count("<") > 1
+    }
+    assert nested == set(STAFF_NESTED_CASES)
+
+
+@pytest.fixture
+def foreign_team_key(app, foreign_team) -> int:
+    from webapp.models import User
+
+    with app.app_context():
+        owner_id = db.session.get(User, foreign_team[0]).tenant_id
+        key = ApiKey(tenant_id=owner_id, name="owner key", prefix="a1sk-owner", secret_hash=secrets.token_hex(32),
+                     litellm_key_id=secrets.token_hex(32))
+        db.session.add(key)
+        db.session.commit()
+        return key.id
+
+
+@pytest.mark.parametrize("method,path", [case for cases in STAFF_NESTED_CASES.values() for case in cases])
+def test_staff_cannot_reach_another_tenants_rows_through_a_tenants_urls(
+    app, client, make_tenant, make_user, foreign_team, foreign_team_key, method, path
+):
+    from webapp.models import TeamInvite, User
+
+    user_id, invite_id = foreign_team
+    foreign_key_id = foreign_team_key
+    other = make_tenant(slug="other")
+    login(client, make_user("staff"))
+    response = getattr(client, method)(path.format(tenant_id=other.id, user_id=user_id, invite_id=invite_id,
+                                                   key_id=foreign_key_id))
+    assert response.status_code == 404
+    with app.app_context():
+        assert db.session.get(User, user_id).active
+        assert db.session.get(TeamInvite, invite_id).revoked_at is None
+        assert db.session.get(ApiKey, foreign_key_id).revoked_at is None

@@ -83,7 +83,7 @@ def test_bulk_button_imports_in_the_background_with_live_progress(
         html = fragment.get_data(as_text=True)
     assert "hx-trigger" not in html and "succeeded" in html
     assert "HX-Request" in fragment.vary
-    assert "2400 inserted" in html
+    assert "2,400 inserted" in html
 
 
 def test_bulk_button_rejects_a_bad_day_count(native_app: Flask, make_user: Callable[..., User]) -> None:

@@ -1,29 +1,41 @@
 from __future__ import annotations
 
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, IntegerField, PasswordField, StringField, SubmitField
+from wtforms import BooleanField, EmailField, IntegerField, PasswordField, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional, Regexp
 
 from webapp.auth.schemas import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from webapp.i18n import LANGUAGE_NAMES, SUPPORTED_LOCALES
 from webapp.tenants.schemas import EMAIL_PATTERN
 
 
 class LoginForm(FlaskForm):
     email = EmailField(
-        "Email",
+        _l("Email"),
         validators=[
             DataRequired(),
             Length(max=254),
-            Regexp(EMAIL_PATTERN, message="Enter a valid email address."),
+            Regexp(EMAIL_PATTERN, message=_l("Enter a valid email address.")),
         ],
     )
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
-    remember = BooleanField("Remember me")
-    submit = SubmitField("Sign in")
+    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=200)])
+    remember = BooleanField(_l("Remember me"))
+    submit = SubmitField(_l("Sign in"))
 
 
 class EmptyForm(FlaskForm):
     """CSRF-only form for POST buttons."""
+
+
+class LanguageForm(FlaskForm):
+    """The UI language: saved on the account when signed in, in a cookie either way."""
+
+    locale = SelectField(
+        _l("Language"),
+        choices=[("", _l("Browser default")), *((code, LANGUAGE_NAMES[code]) for code in SUPPORTED_LOCALES)],
+    )
+    submit = SubmitField(_l("Save language"))
 
 
 class FieldErrorsMixin:
@@ -40,21 +52,21 @@ class FieldErrorsMixin:
 
 class PasswordChangeForm(FieldErrorsMixin, FlaskForm):
     current_password = PasswordField(
-        "Current password", validators=[DataRequired(), Length(max=MAX_PASSWORD_LENGTH)]
+        _l("Current password"), validators=[DataRequired(), Length(max=MAX_PASSWORD_LENGTH)]
     )
     new_password = PasswordField(
-        "New password",
+        _l("New password"),
         validators=[DataRequired(), Length(min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH)],
-        description=f"At least {MIN_PASSWORD_LENGTH} characters.",
+        description=_l("At least %(count)s characters.", count=MIN_PASSWORD_LENGTH),
     )
     confirm_password = PasswordField(
-        "Repeat the new password",
-        validators=[DataRequired(), EqualTo("new_password", message="The two new passwords differ.")],
+        _l("Repeat the new password"),
+        validators=[DataRequired(), EqualTo("new_password", message=_l("The two new passwords differ."))],
     )
-    submit = SubmitField("Change password")
+    submit = SubmitField(_l("Change password"))
 
 
 class TokenCreateForm(FieldErrorsMixin, FlaskForm):
-    name = StringField("Name", validators=[DataRequired(), Length(max=120)])
-    expires_in_days = IntegerField("Expires after (days)", validators=[Optional(), NumberRange(min=1)])
-    submit = SubmitField("Create token")
+    name = StringField(_l("Name"), validators=[DataRequired(), Length(max=120)])
+    expires_in_days = IntegerField(_l("Expires after (days)"), validators=[Optional(), NumberRange(min=1)])
+    submit = SubmitField(_l("Create token"))

@@ -9,6 +9,7 @@ from functools import cache
 
 import sqlalchemy as sa
 from flask import abort, current_app
+from flask_babel import gettext as _
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.audit import record_audit
@@ -16,6 +17,7 @@ from webapp.auth import sessions, throttle
 from webapp.auth.schemas import PasswordChange, TokenCreate
 from webapp.errors import ApiError
 from webapp.extensions import db
+from webapp.i18n import N_, SUPPORTED_LOCALES
 from webapp.models import PersonalToken, User, utcnow
 from webapp.security import PERSONAL_TOKEN_PREFIX, display_prefix, generate_secret, hash_secret
 
@@ -80,17 +82,25 @@ def change_password(user: User, change: PasswordChange, remember: bool) -> None:
         raise ApiError(429, exc.message, "throttled", {"current_password": exc.message}) from exc
     if not user.check_password(change.current_password):
         throttle.attempt_failed(attempt)
-        message = "The current password is wrong."
+        message = _("The current password is wrong.")
         raise ApiError(422, "Invalid input.", "validation_error", {"current_password": message})
     throttle.attempt_succeeded(attempt, reset=[account])
     if change.new_password == change.current_password:
-        message = "Choose a password different from the current one."
+        message = _("Choose a password different from the current one.")
         raise ApiError(422, "Invalid input.", "validation_error", {"new_password": message})
     user.set_password(change.new_password)
     sessions.end_every_session(user)
     record_audit(user, "user.password_changed", "user", user.id, user.tenant_id)
     db.session.commit()
     sessions.start_session(user, remember)
+
+
+def set_user_locale(user: User, locale: str | None) -> None:
+    """The UI language the user chose (webapp.i18n.SUPPORTED_LOCALES); None follows the browser."""
+    if locale is not None and locale not in SUPPORTED_LOCALES:
+        raise ApiError(422, "Invalid input.", "validation_error", {"locale": _("Unsupported language.")})
+    user.locale = locale
+    db.session.commit()
 
 
 # ---------------------------------------------------------------- personal API tokens
@@ -115,7 +125,7 @@ def issue_personal_token(user: User, name: str, expires_in_days: int | None = No
 def create_personal_token(user: User, request: TokenCreate) -> IssuedToken:
     max_days = int(current_app.config["PERSONAL_TOKEN_MAX_DAYS"])
     if request.expires_in_days is not None and request.expires_in_days > max_days:
-        message = f"must be at most {max_days} days"
+        message = _("must be at most %(days)s days", days=max_days)
         raise ApiError(422, "Invalid input.", "validation_error", {"expires_in_days": message})
     issued = issue_personal_token(user, request.name, request.expires_in_days)
     record_audit(user, "token.created", "personal_token", issued.token.id, user.tenant_id, {"name": request.name})
@@ -138,7 +148,7 @@ def get_personal_token(user: User, token_id: int) -> PersonalToken:
         sa.select(PersonalToken).where(PersonalToken.id == token_id, PersonalToken.user_id == user.id)
     )
     if token is None:
-        abort(404, description="No such API token.")
+        abort(404, description=N_("No such API token."))
     return token
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from flask import current_app, request
+from flask_babel import gettext, ngettext
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
@@ -173,9 +174,9 @@ class SignInRefused(Exception):
 
 def _throttled(wait: float) -> SignInRefused:
     minutes = math.ceil(wait / 60)
-    return SignInRefused(
-        f"Too many sign-in attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}.", wait
-    )
+    message = ngettext("Too many sign-in attempts. Try again in %(num)s minute.",
+                       "Too many sign-in attempts. Try again in %(num)s minutes.", minutes)
+    return SignInRefused(message, wait)
 
 
 def build_store(redis_url: str | None) -> ThrottleStore:
@@ -216,7 +217,7 @@ def begin_attempt(scopes: Sequence[Scope]) -> Attempt:
     except RedisError as exc:
         # Fail closed: without the counts, unlimited guessing would be possible.
         log.error("sign-in throttle unavailable: %s", exc)
-        raise SignInRefused("Signing in is unavailable for a moment. Try again shortly.", 30) from exc
+        raise SignInRefused(gettext("Signing in is unavailable for a moment. Try again shortly."), 30) from exc
     if wait > 0:
         raise _throttled(wait)
     return attempt

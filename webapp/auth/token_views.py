@@ -6,6 +6,7 @@ The page showing a new secret is never cached, and the secret never goes into th
 from __future__ import annotations
 
 from flask import abort, current_app, flash, make_response, redirect, render_template, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from pydantic import ValidationError
 from werkzeug.wrappers import Response
@@ -66,5 +67,5 @@ def revoke_token(token_id: int) -> Response:
     if not EmptyForm().validate_on_submit():
         abort(400)
     service.revoke_personal_token(token, current_user._get_current_object())
-    flash(f"Token “{token.name}” is revoked.", "info")
+    flash(_("Token “%(name)s” is revoked.", name=token.name), "info")
     return redirect(url_for("auth.tokens"))

@@ -18,6 +18,7 @@ from datetime import datetime
 from decimal import Decimal
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from webapp.audit import record_audit
 from webapp.billing import ledger
@@ -26,6 +27,7 @@ from webapp.billing.money import has_at_most_minor_units, minor_units, normalize
 from webapp.billing.usage_sums import floor_hour, tenant_price_total
 from webapp.errors import ApiError
 from webapp.extensions import db
+from webapp.i18n import value_label
 from webapp.locks import job_lock
 from webapp.models import BillingMode, CreditLedgerEntry, LedgerEntryKind, Plan, Tenant, User, utcnow
 from webapp.webhooks.events import emit
@@ -127,15 +129,16 @@ def live_balance(tenant_id: int) -> Decimal:
 def _validated_amount(kind: LedgerEntryKind, amount: Decimal, currency: str) -> Decimal:
     """The signed amount to store: top-ups add, refunds (money paid back) take away, adjustments either."""
     if not amount.is_finite() or abs(amount) >= MAX_POSTED_AMOUNT:
-        raise _invalid("amount", "enter an amount below 1,000,000,000")
+        raise _invalid("amount", _("enter an amount below 1,000,000,000"))
     if not has_at_most_minor_units(amount, currency):
-        raise _invalid("amount", f"use at most {minor_units(currency)} decimal places for {currency}")
+        raise _invalid("amount", _("use at most %(places)s decimal places for %(currency)s",
+                                   places=minor_units(currency), currency=currency))
     if kind == LedgerEntryKind.ADJUSTMENT:
         if amount == 0:
-            raise _invalid("amount", "an adjustment must not be zero")
+            raise _invalid("amount", _("an adjustment must not be zero"))
         return amount
     if amount <= 0:
-        raise _invalid("amount", f"a {kind.value} amount must be positive")
+        raise _invalid("amount", _("a %(kind)s amount must be positive", kind=value_label(kind)))
     return amount if kind == LedgerEntryKind.TOPUP else -amount
 
 
@@ -154,7 +157,8 @@ def _refuse_duplicate_reference(tenant_id: int, kind: LedgerEntryKind, reference
     )
     if db.session.scalar(statement.limit(1)) is not None:
         raise ApiError(
-            409, f"A {kind.value} with reference '{reference}' is already in the ledger.", "duplicate_reference"
+            409, _("A %(kind)s with reference “%(reference)s” is already in the ledger.", kind=value_label(kind),
+                   reference=reference), "duplicate_reference"
         )
 
 
@@ -168,9 +172,9 @@ def post_credit(
 ) -> CreditLedgerEntry:
     """Append a top-up, refund or adjustment (never a usage debit: those come from the rollups). Flushes."""
     if kind not in POSTED_KINDS:
-        raise _invalid("kind", "use topup, refund or adjustment")
+        raise _invalid("kind", _("use topup, refund or adjustment"))
     if len(reference) > MAX_REFERENCE:
-        raise _invalid("reference", f"use at most {MAX_REFERENCE} characters")
+        raise _invalid("reference", _("use at most %(count)s characters", count=MAX_REFERENCE))
     ledger_currency = ledger.ledger_currency(tenant)
     if currency is not None:
         try:
@@ -178,7 +182,7 @@ def post_credit(
         except ValueError as error:
             raise _invalid("currency", str(error)) from None
         if given != ledger_currency:
-            raise _invalid("currency", f"this tenant's credit is kept in {ledger_currency}")
+            raise _invalid("currency", _("this tenant's credit is kept in %(currency)s", currency=ledger_currency))
     signed = _validated_amount(kind, amount, ledger_currency)
     _lock_tenant(tenant.id)
     _refuse_duplicate_reference(tenant.id, kind, reference)

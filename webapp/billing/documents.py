@@ -9,8 +9,9 @@ from __future__ import annotations
 from flask import Response, current_app, render_template
 
 from webapp.billing.invoices import month_end
-from webapp.billing.money import format_money
+from webapp.billing.money import round_money
 from webapp.extensions import db
+from webapp.formatting import money
 from webapp.models import Invoice, InvoiceKind, Tenant
 
 
@@ -24,7 +25,7 @@ def document_context(invoice: Invoice) -> dict[str, object]:
         "issuer_lines": str(current_app.config.get("INVOICE_ISSUER", "")).replace("\\n", "\n").splitlines(),
         "issuer_tax_id": current_app.config.get("INVOICE_ISSUER_TAX_ID", ""),
         "source_moment": month_end(invoice.month),
-        "fmt": lambda amount: format_money(amount, invoice.currency),
+        "fmt": lambda amount: money(round_money(amount, invoice.currency), invoice.currency),
     }
 
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from webapp.billing.money import normalize_currency
 from webapp.errors import ApiError
@@ -42,14 +43,15 @@ def set_rate(base: str, quote: str, rate: Decimal, effective_from: datetime | No
     except ValueError as error:
         fields["quote"] = str(error)
     if not fields and base == quote:
-        fields["quote"] = "a rate converts between two different currencies"
+        fields["quote"] = _("a rate converts between two different currencies")
     if not rate.is_finite() or rate <= 0 or rate >= MAX_RATE:
-        fields["rate"] = "enter a positive rate below 1,000,000,000"
+        fields["rate"] = _("enter a positive rate below 1,000,000,000")
     elif rate != rate.quantize(RATE_SCALE):
-        fields["rate"] = "use at most 10 decimal places"
+        fields["rate"] = _("use at most 10 decimal places")
     moment = effective_from or utcnow()
     if not fields and _exists(base, quote, moment):
-        fields["effective_from"] = f"a {base}->{quote} rate effective at this moment exists already"
+        fields["effective_from"] = _("a %(base)s→%(quote)s rate effective at this moment exists already",
+                                     base=base, quote=quote)
     if fields:
         raise ApiError(422, "Invalid exchange rate.", "validation_error", fields)
     fx_rate = FxRate(

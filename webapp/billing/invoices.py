@@ -27,6 +27,7 @@ from typing import cast
 
 import sqlalchemy as sa
 from flask import abort, current_app
+from flask_babel import gettext
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import selectinload
 
@@ -600,7 +601,8 @@ def issue_credit_note(
     or `amount` before tax. The only way to correct a finalized invoice. Flushes."""
     now = now or utcnow()
     if invoice.kind != InvoiceKind.INVOICE or invoice.status != InvoiceStatus.FINALIZED:
-        raise ApiError(409, "Only a finalized invoice can be credited; edit or rebuild a draft instead.", "conflict")
+        raise ApiError(409, gettext("Only a finalized invoice can be credited; edit or rebuild a draft instead."),
+                       "conflict")
     db.session.execute(sa.select(Invoice.id).where(Invoice.id == invoice.id).with_for_update())
     remaining = invoice.subtotal - credited_so_far(invoice)
     note = Invoice(
@@ -630,12 +632,14 @@ def issue_credit_note(
 def _credit_lines(invoice: Invoice, reason: str, amount: Decimal | None, remaining: Decimal) -> list[InvoiceLine]:
     if amount is None:
         if remaining != invoice.subtotal:
-            raise _invalid("amount", "part of this invoice was credited already; give the amount to credit")
+            raise _invalid("amount", gettext("part of this invoice was credited already; give the amount to credit"))
         return [_negated(line) for line in invoice.lines]
     if not amount.is_finite() or amount <= 0 or not has_at_most_minor_units(amount, invoice.currency):
-        raise _invalid("amount", f"enter a positive amount in {invoice.currency} with at most its minor units")
+        raise _invalid("amount", gettext("enter a positive amount in %(currency)s with at most its minor units",
+                                         currency=invoice.currency))
     if amount > remaining:
-        raise _invalid("amount", f"at most {remaining} {invoice.currency} of this invoice is left to credit")
+        raise _invalid("amount", gettext("at most %(amount)s %(currency)s of this invoice is left to credit",
+                                         amount=remaining, currency=invoice.currency))
     source = amount if invoice.fx_rate == 1 else (amount / invoice.fx_rate).quantize(Decimal("1E-10"))
     month_first, month_last = invoice.month, _last_day(month_end(invoice.month))
     return [

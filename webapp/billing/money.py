@@ -73,12 +73,6 @@ def parse_amount(text: str | Decimal | int) -> Decimal:
     return value
 
 
-def format_money(amount: Decimal, currency: str) -> str:
-    """Rounded for display ("1,234.50 TRY"); invoices store the rounded value, so nothing is hidden."""
-    digits = minor_units(currency)
-    return f"{round_money(amount, currency):,.{digits}f} {normalize_currency(currency)}"
-
-
 def plain_money(amount: Decimal, currency: str) -> str:
     """The rounded value as a plain decimal string for JSON ("1234.50")."""
     return f"{round_money(amount, currency):.{minor_units(currency)}f}"

@@ -25,6 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask, current_app
+from flask_babel import gettext as _
 from sqlalchemy.orm import Session
 
 from webapp.audit import record_audit
@@ -356,7 +357,7 @@ def resolve_effective_from(requested: datetime | None, now: datetime | None = No
     if requested is None:
         return earliest
     if requested < now - BACKDATE_GRACE:
-        message = "must not be in the past: prices already charged never change (leave it empty for 'now')"
+        message = _("must not be in the past: prices already charged never change (leave it empty for “now”)")
         raise ApiError(422, "Invalid input.", "validation_error", {"effective_from": message})
     return max(requested, earliest)
 
@@ -369,11 +370,13 @@ def check_currency_coverage(
     if currency == "USD":
         return {}
     if not allowed_models:
-        return {"allowed_models": f"a {currency} plan must list its models (each needs a {currency} price)"}
+        return {"allowed_models": _("a %(currency)s plan must list its models (each needs a %(currency)s price)",
+                                    currency=currency)}
     priced = {price.model for price in model_prices}
     missing = [model for model in allowed_models if model not in priced]
     if missing:
-        message = f"a {currency} plan needs a price for every allowed model; missing: {', '.join(missing)}"
+        message = _("a %(currency)s plan needs a price for every allowed model; missing: %(models)s",
+                    currency=currency, models=", ".join(missing))
         return {"model_prices": message}
     return {}
 
@@ -410,7 +413,7 @@ def add_version(
     prices = as_inputs(predecessor.model_prices) if model_prices is None else list(model_prices)
     errors = check_currency_coverage(plan.currency, plan.allowed_models or [], prices)
     if _version_starting_at(plan, starts) is not None:
-        errors["effective_from"] = "another version of this plan starts at this moment"
+        errors["effective_from"] = _("another version of this plan starts at this moment")
     if errors:
         raise ApiError(422, "Invalid input.", "validation_error", errors)
     version = PriceBookVersion(

@@ -8,15 +8,18 @@ from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, Response, flash, make_response, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from pydantic import ValidationError
 
 from webapp.auth.decorators import staff_required, tenant_admin_required
 from webapp.billing import credits, fx, invoices, ledger
 from webapp.billing.documents import document_context, invoice_pdf_response
-from webapp.billing.money import format_money, parse_amount
+from webapp.billing.money import parse_amount
 from webapp.errors import ApiError, field_messages
 from webapp.extensions import db
+from webapp.formatting import money
+from webapp.i18n import format_month, value_label
 from webapp.models import Invoice, InvoiceKind, InvoiceStatus, LedgerEntryKind, Tenant, utcnow
 from webapp.tenants import service as tenant_service
 from webapp.tenants.schemas import TenantUpdate
@@ -47,11 +50,6 @@ def _last_month() -> date:
     return invoices.previous_month(utcnow().date().replace(day=1))
 
 
-@bp.app_template_filter("credit")
-def credit_filter(amount: Decimal | None, currency: str) -> str:
-    return "—" if amount is None else format_money(amount, currency)
-
-
 # ---------------------------------------------------------------- staff: invoices
 
 
@@ -72,7 +70,7 @@ def staff_invoices() -> Response:
 def staff_build_drafts() -> Response:
     month, error = _form_month()
     if month is None:
-        flash(f"Month: {error}", "error")
+        flash(_("Month: %(error)s", error=error), "error")
         return _redirect("billing.staff_invoices")
     try:
         report = invoices.build_drafts(month)
@@ -80,12 +78,12 @@ def staff_build_drafts() -> Response:
         flash(str(refusal), "error")
         return _redirect("billing.staff_invoices", month=month.strftime("%Y-%m"))
     flash(
-        f"Drafts for {invoices.month_label(month)}: {report.created} created, {report.rebuilt} rebuilt, "
-        f"{report.removed} removed.",
+        _("Drafts for %(month)s: %(created)s created, %(rebuilt)s rebuilt, %(removed)s removed.",
+          month=format_month(month), created=report.created, rebuilt=report.rebuilt, removed=report.removed),
         "info",
     )
     for tenant_id, message in report.failed.items():
-        flash(f"Tenant {tenant_id}: {message}", "error")
+        flash(_("Tenant %(id)s: %(message)s", id=tenant_id, message=message), "error")
     return _redirect("billing.staff_invoices", month=month.strftime("%Y-%m"))
 
 
@@ -94,18 +92,21 @@ def staff_build_drafts() -> Response:
 def staff_finalize_month() -> Response:
     month, error = _form_month()
     if month is None:
-        flash(f"Month: {error}", "error")
+        flash(_("Month: %(error)s", error=error), "error")
         return _redirect("billing.staff_invoices")
     try:
         report = invoices.finalize_month(month, current_user)
     except invoices.BillingError as refusal:
         flash(str(refusal), "error")
     else:
-        numbers = f"{report.numbers[0]} to {report.numbers[-1]}" if report.numbers else "none"
-        flash(f"{len(report.numbers)} invoices finalized ({numbers}).", "info")
+        if report.numbers:
+            flash(_("%(count)s invoices finalized (%(first)s to %(last)s).", count=len(report.numbers),
+                    first=report.numbers[0], last=report.numbers[-1]), "info")
+        else:
+            flash(_("No invoices finalized."), "info")
         if report.build:
             for tenant_id, message in report.build.failed.items():
-                flash(f"Tenant {tenant_id} not invoiced: {message}", "error")
+                flash(_("Tenant %(id)s not invoiced: %(message)s", id=tenant_id, message=message), "error")
     return _redirect("billing.staff_invoices", month=month.strftime("%Y-%m"))
 
 
@@ -146,7 +147,7 @@ def staff_finalize_invoice(invoice_id: int) -> Response:
         db.session.rollback()
         flash(str(refusal), "error")
         return _redirect("billing.staff_invoices", month=invoice.month.strftime("%Y-%m"))
-    flash(f"Invoice {finalized.number} finalized.", "info")
+    flash(_("Invoice %(number)s finalized.", number=finalized.number), "info")
     return _redirect("billing.staff_invoice", invoice_id=finalized.id)
 
 
@@ -173,7 +174,7 @@ def staff_credit_note(invoice_id: int) -> Response:
             errors = error.fields or {"form": error.message}
     if errors:
         return _invoice_page(db.get_or_404(Invoice, invoice_id), errors, submitted, 422)
-    flash(f"Credit note {note.number} issued.", "info")
+    flash(_("Credit note %(number)s issued.", number=note.number), "info")
     return _redirect("billing.staff_invoice", invoice_id=note.id)
 
 
@@ -228,7 +229,8 @@ def staff_post_credit(tenant_id: int) -> Response:
         db.session.rollback()
         return _tenant_page(db.get_or_404(Tenant, tenant_id), error.fields or {"form": error.message}, submitted, 422)
     credits.live_balance_changed(tenant.id)
-    flash(f"{entry.kind.value.title()} of {format_money(abs(entry.amount), entry.currency)} recorded.", "info")
+    flash(_("%(kind)s of %(amount)s recorded.", kind=value_label(entry.kind).capitalize(),
+            amount=money(abs(entry.amount), entry.currency)), "info")
     return _redirect("billing.staff_tenant", tenant_id=tenant.id)
 
 
@@ -254,7 +256,7 @@ def staff_billing_details(tenant_id: int) -> Response:
     except ValidationError as error:
         db.session.rollback()
         return _tenant_page(db.get_or_404(Tenant, tenant_id), field_messages(error), submitted, 422)
-    flash("Billing details saved; invoices built from now on use them.", "info")
+    flash(_("Billing details saved; invoices built from now on use them."), "info")
     return _redirect("billing.staff_tenant", tenant_id=tenant.id)
 
 
@@ -270,7 +272,8 @@ def staff_rates() -> Response:
         submitted = {name: request.form.get(name, "").strip() for name in ("base", "quote", "rate", "effective_from")}
         errors = _set_rate(submitted)
         if not errors:
-            flash(f"Rate {submitted['base'].upper()} → {submitted['quote'].upper()} saved.", "info")
+            base, quote = submitted["base"].upper(), submitted["quote"].upper()
+            flash(_("Rate %(base)s → %(quote)s saved.", base=base, quote=quote), "info")
             return _redirect("billing.staff_rates")
     return _page("billing/staff_rates.html", 422 if errors else 200, rates=fx.list_rates(), errors=errors,
                  submitted=submitted)

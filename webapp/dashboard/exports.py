@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from webapp.dashboard.export_slots import ExportSlot, MemorySlotStore, RedisSlotStore, SlotKeeper, SlotStore
 from webapp.extensions import db
+from webapp.replica import replica_failed
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class CsvLayout:
 @dataclass
 class ExportResources:
     engine: Engine
+    replica_engine: Engine | None  # DATABASE_REPLICA_URL: exports read there while the replica may be used
     slots: SlotKeeper
     max_rows: int
     statement_timeout: float
@@ -91,8 +93,10 @@ def resources() -> ExportResources:
 def _build(app: Flask) -> ExportResources:
     config = app.config
     store: SlotStore = RedisSlotStore.from_url(config["REDIS_URL"]) if config.get("REDIS_URL") else MemorySlotStore()
+    replica_url = config.get("DATABASE_REPLICA_URL")
     return ExportResources(
         engine=_export_engine(config),
+        replica_engine=_export_engine(config, replica_url) if replica_url else None,
         slots=SlotKeeper(store, int(config["EXPORT_MAX_CONCURRENT_PER_USER"]), float(config["EXPORT_SLOT_TTL"])),
         max_rows=int(config["EXPORT_MAX_ROWS"]),
         statement_timeout=float(config["EXPORT_STATEMENT_TIMEOUT"]),
@@ -100,11 +104,11 @@ def _build(app: Flask) -> ExportResources:
     )
 
 
-def _export_engine(config: Any) -> Engine:
+def _export_engine(config: Any, url: Any = None) -> Engine:
     if db.engine.dialect.name == "sqlite":
         return db.engine  # the embedded single-user mode: one file, nothing to protect a pool from
     return sa.create_engine(
-        db.engine.url,
+        url or db.engine.url,
         pool_size=int(config["EXPORT_POOL_SIZE"]),
         max_overflow=0,
         pool_timeout=float(config["EXPORT_POOL_TIMEOUT"]),
@@ -115,8 +119,9 @@ def _export_engine(config: Any) -> Engine:
 # ---------------------------------------------------------------- starting an export
 
 
-def start_export(owner: str, statement: sa.Select[Any], layout: CsvLayout) -> CsvExport:
-    """The CSV body of an export, or ExportRefused before anything is sent."""
+def start_export(owner: str, statement: sa.Select[Any], layout: CsvLayout, from_replica: bool = False) -> CsvExport:
+    """The CSV body of an export, or ExportRefused before anything is sent. `from_replica`: read it from the
+    read replica (the primary if that cannot be reached)."""
     limits = resources()
     slot = limits.slots.acquire(owner)
     if slot is None:
@@ -128,7 +133,7 @@ def start_export(owner: str, statement: sa.Select[Any], layout: CsvLayout) -> Cs
             SLOT_RETRY_SECONDS,
         )
     try:
-        cursor = _open_cursor(limits, statement.limit(limits.max_rows + 1))
+        cursor = _open_cursor(limits, statement.limit(limits.max_rows + 1), from_replica)
     except BaseException:
         slot.release()
         raise
@@ -152,9 +157,18 @@ class OpenCursor:
             logger.info("export connection closed with an error: %s", error)
 
 
-def _open_cursor(limits: ExportResources, statement: sa.Select[Any]) -> OpenCursor:
+def _connect(limits: ExportResources, from_replica: bool) -> Connection:
+    if from_replica and limits.replica_engine is not None:
+        try:
+            return limits.replica_engine.connect()
+        except sa.exc.OperationalError as error:
+            replica_failed(error)
+    return limits.engine.connect()
+
+
+def _open_cursor(limits: ExportResources, statement: sa.Select[Any], from_replica: bool = False) -> OpenCursor:
     try:
-        connection = limits.engine.connect()
+        connection = _connect(limits, from_replica)
     except sa.exc.TimeoutError as error:
         raise ExportRefused(
             503, "exports_busy", "Too many exports are running right now. Try again in a minute.", POOL_RETRY_SECONDS

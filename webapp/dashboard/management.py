@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, flash, make_response, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from pydantic import BaseModel, ValidationError
 
@@ -13,6 +14,7 @@ from webapp.dashboard import bp, console
 from webapp.dashboard.plan_pages import line_messages, parse_price_lines
 from webapp.errors import ApiError, field_messages
 from webapp.extensions import db
+from webapp.i18n import value_label
 from webapp.models import Tenant, TenantStatus, utcnow
 from webapp.tenants import service
 from webapp.tenants.schemas import PlanCreate, TenantCreate
@@ -24,7 +26,7 @@ def _form_fields(names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _plan_input() -> dict[str, Any]:
-    names = ("name", "rpm_limit", "tpm_limit", "monthly_budget", "markup_percent", "currency", "billing_mode")
+    names = ("name", "rpm_limit", "tpm_limit", "max_n", "monthly_budget", "markup_percent", "currency", "billing_mode")
     fields = _form_fields((*names, "monthly_fee"))
     models = request.form.get("allowed_models", "")
     fields["allowed_models"] = [model.strip() for model in models.split(",") if model.strip()]
@@ -33,16 +35,21 @@ def _plan_input() -> dict[str, Any]:
 
 def _create(schema: type[BaseModel], data: dict[str, Any], create: Any) -> dict[str, str]:
     """Validate and create; the field messages on failure (empty on success)."""
+    return _create_returning(schema, data, create)[1]
+
+
+def _create_returning(schema: type[BaseModel], data: dict[str, Any], create: Any) -> tuple[Any, dict[str, str]]:
+    """Validate and create: (what was created, {}) or (None, the field messages)."""
     try:
-        create(schema.model_validate(data), current_user)
+        created = create(schema.model_validate(data), current_user)
     except ValidationError as error:
         db.session.rollback()
-        return field_messages(error)
+        return None, field_messages(error)
     except ApiError as error:
         db.session.rollback()
-        return error.fields or {"form": error.message}
+        return None, error.fields or {"form": error.message}
     db.session.commit()
-    return {}
+    return created, {}
 
 
 def _tenants_page(errors: dict[str, str], submitted: dict[str, Any], status: int = 200) -> Response:
@@ -64,11 +71,12 @@ def tenants() -> Response:
     if request.method == "GET":
         return _tenants_page({}, {})
     data = _form_fields(("name", "slug", "plan_id"))
-    errors = _create(TenantCreate, data, service.create_tenant)
+    tenant, errors = _create_returning(TenantCreate, data, service.create_tenant)
     if errors:
         return _tenants_page(errors, data, 422)
-    flash(f"Tenant {data['name']} created.", "info")
-    return redirect(url_for("dashboard.tenants"))  # type: ignore[return-value]
+    flash(_("Tenant %(name)s created.", name=data["name"]), "info")
+    # its page next: that is where its first admin and keys are added
+    return redirect(url_for("dashboard.staff_tenant", tenant_id=tenant.id))  # type: ignore[return-value]
 
 
 @bp.post("/staff/tenants/<int:tenant_id>/status")
@@ -80,7 +88,7 @@ def tenant_status(tenant_id: int) -> Response:
     db.session.commit()
     if request.headers.get("HX-Request") == "true":
         return make_response(render_template("dashboard/_tenant_status.html", tenant=tenant))
-    flash(f"{tenant.name} is now {wanted.value}.", "info")
+    flash(_("%(tenant)s is now %(status)s.", tenant=tenant.name, status=value_label(wanted)), "info")
     return redirect(request.referrer or url_for("dashboard.tenants"))  # type: ignore[return-value]
 
 
@@ -97,7 +105,7 @@ def plans() -> Response:
             errors = line_messages(errors, price_lines)
         submitted["model_prices"] = request.form.get("model_prices", "")
         if not errors:
-            flash(f"Plan {submitted['name']} created.", "info")
+            flash(_("Plan %(name)s created.", name=submitted["name"]), "info")
             return redirect(url_for("dashboard.plans"))  # type: ignore[return-value]
     page = render_template("dashboard/plans.html", plans=service.list_plans(), errors=errors, submitted=submitted)
     return make_response(page, 422 if errors else 200)

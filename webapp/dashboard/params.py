@@ -6,12 +6,36 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
+from flask_babel import lazy_gettext as _l
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from werkzeug.datastructures import MultiDict
 
 from webapp.errors import field_messages
 
 MAX_CUSTOM_DAYS = 366
+FIELD_LABELS = {
+    "period": _l("Period"),
+    "from": _l("From"),
+    "to": _l("To"),
+    "tenant_id": _l("Tenant"),
+    "api_key_id": _l("API key"),
+    "model": _l("Model"),
+    "status": _l("Status"),
+    "endpoint": _l("Endpoint"),
+    "min_cost": _l("Min cost"),
+    "max_cost": _l("Max cost"),
+    "min_price": _l("Min price"),
+    "max_price": _l("Max price"),
+    "min_tokens": _l("Min tokens"),
+    "max_tokens": _l("Max tokens"),
+    "sort": _l("Sort by"),
+    "direction": _l("Order"),
+    "after": _l("Page"),
+    "per_page": _l("Rows per page"),
+}
+SPECIAL_MESSAGES = {  # union fields: pydantic reports one error per branch, none of them helpful alone
+    "status": _l("Choose all, ok, error or an HTTP status code from 100 to 599."),
+}
 OptionalId = Annotated[int, Field(ge=1)] | None
 
 
@@ -37,11 +61,11 @@ class DashboardParams(QueryParams):
         if self.period != "custom":
             return self
         if self.from_day is None or self.to_day is None:
-            raise ValueError("a custom period needs 'from' and 'to' days")
+            raise ValueError(_l("Choose both a start and an end day for a custom period."))
         if self.to_day < self.from_day:
-            raise ValueError("'to' must not be before 'from'")
+            raise ValueError(_l("The end day must not be before the start day."))
         if (self.to_day - self.from_day).days >= MAX_CUSTOM_DAYS:
-            raise ValueError(f"choose at most {MAX_CUSTOM_DAYS} days")
+            raise ValueError(_l("Choose at most %(days)s days.", days=MAX_CUSTOM_DAYS))
         return self
 
     def query_args(self) -> dict[str, str]:
@@ -73,11 +97,11 @@ class ExplorerParams(DashboardParams):
     @model_validator(mode="after")
     def ranges_in_order(self) -> ExplorerParams:
         if self.min_cost is not None and self.max_cost is not None and self.max_cost < self.min_cost:
-            raise ValueError("max cost must not be below min cost")
+            raise ValueError(_l("Max cost must not be below min cost."))
         if self.min_price is not None and self.max_price is not None and self.max_price < self.min_price:
-            raise ValueError("max price must not be below min price")
+            raise ValueError(_l("Max price must not be below min price."))
         if self.min_tokens is not None and self.max_tokens is not None and self.max_tokens < self.min_tokens:
-            raise ValueError("max tokens must not be below min tokens")
+            raise ValueError(_l("Max tokens must not be below min tokens."))
         return self
 
 
@@ -88,14 +112,14 @@ class TenantExplorerParams(ExplorerParams):
     @classmethod
     def no_cost_filter(cls, value: Decimal | None) -> Decimal | None:
         if value is not None:
-            raise ValueError("filter by price (min_price, max_price)")
+            raise ValueError(_l("Filter by price (min price, max price)."))
         return value
 
     @field_validator("sort")
     @classmethod
     def no_cost_order(cls, value: str) -> str:
         if value == "cost":
-            raise ValueError("sort by price")
+            raise ValueError(_l("Sort by price."))
         return value
 
 
@@ -112,4 +136,13 @@ def parse_params(schema: type[DashboardParams], args: MultiDict[str, str]) -> tu
 
 
 def _friendly(messages: dict[str, str]) -> dict[str, str]:
-    return {name.replace("from_day", "from").replace("to_day", "to"): text for name, text in messages.items()}
+    """Field names as the form sends them ("status", not "status.literal[...]" from a union's branches)."""
+    friendly: dict[str, str] = {}
+    for name, text in messages.items():
+        field = name.split(".")[0].replace("from_day", "from").replace("to_day", "to")
+        friendly.setdefault(field, str(SPECIAL_MESSAGES.get(field, text)))
+    return friendly
+
+
+def field_label(name: str) -> str:
+    return str(FIELD_LABELS.get(name, name))

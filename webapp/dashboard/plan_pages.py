@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Response, flash, make_response, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from pydantic import ValidationError
 
@@ -18,9 +20,9 @@ from webapp.models import Plan, PriceBookVersion, utcnow
 from webapp.tenants import service
 from webapp.tenants.schemas import PlanUpdate
 
-PRICE_LINES_HINT = "One model per line: its name, then the input and the output price per million tokens."
-TERM_FIELDS = ("name", "rpm_limit", "tpm_limit", "monthly_budget", "billing_mode", "monthly_fee")
-NULLABLE_TERMS = ("rpm_limit", "tpm_limit", "monthly_budget", "monthly_fee")
+PRICE_LINES_HINT = _l("One model per line: its name, then the input and the output price per million tokens.")
+TERM_FIELDS = ("name", "rpm_limit", "tpm_limit", "max_n", "monthly_budget", "billing_mode", "monthly_fee")
+NULLABLE_TERMS = ("rpm_limit", "tpm_limit", "max_n", "monthly_budget", "monthly_fee")
 
 
 def parse_price_lines(text: str) -> tuple[list[dict[str, str]], list[int], dict[str, str]]:
@@ -32,7 +34,8 @@ def parse_price_lines(text: str) -> tuple[list[dict[str, str]], list[int], dict[
         if not parts:
             continue
         if len(parts) != 3:
-            message = f"line {number}: write the model name, then its input and output price per million tokens"
+            message = _("line %(number)s: write the model name, then its input and output price per million tokens",
+                        number=number)
             return [], [], {"model_prices": message}
         model, input_price, output_price = parts
         prices.append({"model": model, "input_per_million": input_price, "output_per_million": output_price})
@@ -71,7 +74,8 @@ def line_messages(messages: dict[str, str], line_numbers: list[int]) -> dict[str
             index = int(parts[1])
             line = line_numbers[index] if index < len(line_numbers) else index + 1
             detail = f", {parts[2]}" if len(parts) > 2 else ""
-            friendly.setdefault("model_prices", f"line {line}{detail}: {message}")
+            friendly.setdefault("model_prices", _("line %(line)s%(detail)s: %(message)s", line=line, detail=detail,
+                                                  message=message))
         else:
             friendly.setdefault(parts[0], message)
     return friendly
@@ -118,10 +122,10 @@ def plan_page(plan_id: int) -> Response:
         if form == "version":
             body, line_numbers, errors = _version_input()
             errors = errors or _apply(plan, body, line_numbers)
-            success = "New prices saved as a price book version."
+            success = _("New prices saved as a price book version.")
         else:
             errors = _apply(plan, _terms_input(), [])
-            success = "Plan terms saved."
+            success = _("Plan terms saved.")
         if not errors:
             flash(success, "info")
             return redirect(url_for("dashboard.plan_page", plan_id=plan.id))  # type: ignore[return-value]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from flask_babel import gettext as _
+
 from webapp.dashboard import charts
 from webapp.dashboard.params import DashboardParams
 from webapp.usage import queries
@@ -53,22 +55,36 @@ def full_dashboard(
         data.unmapped = queries.unmapped_usage(period)
     else:
         data.by_key = queries.breakdown(usage_filter, period, "api_key", limit=TOP_GROUPS)
-    data.charts = _charts(data, "Revenue" if staff_overview else "Spend", currency)
+    data.charts = _charts(data, staff_overview, currency)
     return data
 
 
-def _charts(data: DashboardData, amount: str, currency: str) -> dict[str, str]:
+def _chart_titles(staff_overview: bool, currency: str) -> dict[str, str]:
+    if staff_overview:
+        return {"amount": _("Revenue (%(currency)s)", currency=currency), "unit": _("revenue (%(currency)s)",
+                currency=currency), "models": _("Revenue by model"), "keys": _("Revenue by API key")}
+    return {"amount": _("Spend (%(currency)s)", currency=currency), "unit": _("spend (%(currency)s)",
+            currency=currency), "models": _("Spend by model"), "keys": _("Spend by API key")}
+
+
+def _charts(data: DashboardData, staff_overview: bool, currency: str) -> dict[str, str]:
     """Money charts show retail prices: what tenants spend, and for staff the revenue (costs are in tables)."""
-    unit = f"{amount.lower()} ({currency})"
+    titles = _chart_titles(staff_overview, currency)
+    unit = titles["unit"]
     rendered = {
-        "requests": charts.series_chart(data.series, "requests", "Requests", "chart-requests"),
-        "tokens": charts.series_chart(data.series, "total_tokens", "Tokens", "chart-tokens"),
-        "spend": charts.series_chart(data.series, "price", f"{amount} ({currency})", "chart-spend"),
-        "models": charts.breakdown_chart(data.by_model, f"{amount} by model", "chart-models", axis_title=unit),
+        "requests": charts.series_chart(data.series, "requests", _("Requests"), "chart-requests"),
+        "tokens": charts.series_chart(data.series, "total_tokens", _("Tokens"), "chart-tokens"),
+        "spend": charts.series_chart(data.series, "price", titles["amount"], "chart-spend", currency),
+        "models": charts.breakdown_chart(
+            data.by_model, titles["models"], "chart-models", axis_title=unit, currency=currency
+        ),
     }
     if data.by_key:
-        rendered["keys"] = charts.breakdown_chart(data.by_key, f"{amount} by API key", "chart-keys", axis_title=unit)
+        title = titles["keys"]
+        rendered["keys"] = charts.breakdown_chart(data.by_key, title, "chart-keys", axis_title=unit, currency=currency)
     if data.by_tenant:
-        title = "Top tenants by revenue"
-        rendered["tenants"] = charts.breakdown_chart(data.by_tenant, title, "chart-tenants", axis_title=unit)
+        title = _("Top tenants by revenue")
+        rendered["tenants"] = charts.breakdown_chart(
+            data.by_tenant, title, "chart-tenants", axis_title=unit, currency=currency
+        )
     return rendered

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any
 
 import plotly
 from flask import Response, abort, current_app, make_response, render_template, request, url_for
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from werkzeug.routing import BuildError
 
+from webapp import replica
 from webapp.auth.decorators import staff_required, tenant_user_required
 from webapp.dashboard import bp, console, explorer, exports, live, service
-from webapp.dashboard.params import DashboardParams, ExplorerParams, explorer_params, parse_params
+from webapp.dashboard.params import DashboardParams, ExplorerParams, explorer_params, field_label, parse_params
 from webapp.errors import json_error
 from webapp.extensions import db
+from webapp.keys import mapping
 from webapp.models import Tenant, utcnow
 from webapp.usage import queries
 from webapp.usage.queries import ScopeError, UsageFilter
 
 POLL_SECONDS = 10
+SAFE_FILENAME = re.compile(r"[^a-z0-9]+")
 PLOTLY_VERSION = plotly.__version__
 
 
@@ -67,15 +72,18 @@ def _dashboard(page: str, tenant: Tenant | None, base_url: str, staff_overview: 
     now = utcnow()
     period = service.period_of(params, now)
     target = htmx_target()
-    marker = live.usage_marker(usage_filter, period) if period.end > now else None  # before reading the numbers
+    # The marker before the numbers; both from the read replica when one is in use (webapp/replica.py).
+    marker = replica.read(live.usage_marker, usage_filter, period) if period.end > now else None
     if target == "kpis" and marker is not None and live.unchanged(request.args, marker, now):
         return live.no_change()
     currency = tenant.plan.currency if tenant is not None and tenant.plan is not None else "USD"
     if target == "kpis":
-        data = service.kpis(usage_filter, period, now)
+        data = replica.read(service.kpis, usage_filter, period, now)
     else:
-        data = service.full_dashboard(usage_filter, period, now, staff_overview, currency)
+        data = replica.read(service.full_dashboard, usage_filter, period, now, staff_overview, currency)
     options = _dashboard_options(data, tenant) if target is None else {}
+    if staff_overview and target != "kpis":
+        options |= _console_mapping(data)
     return page_or_fragment(
         page,
         {"kpis": "dashboard/_kpis.html", "dash-main": "dashboard/_main.html"},
@@ -92,7 +100,7 @@ def _dashboard(page: str, tenant: Tenant | None, base_url: str, staff_overview: 
         show_cost=current_user.is_staff,  # LiteLLM's cost and the margin: staff only
         currency=currency,
         tenant_link=tenant_link,
-        keys_url=link_to("keys.index", "/keys"),
+        keys_url=_keys_url(tenant),
         explorer_url=url_for("dashboard.staff_explorer" if current_user.is_staff else "dashboard.explorer"),
         **options,
     )
@@ -102,7 +110,7 @@ def _filter_options(usage_filter: UsageFilter, period: queries.Period, tenant: T
     keys = queries.tenant_keys(tenant.id) if tenant else []
     return {
         "key_options": [(key.id, key.name) for key in keys],
-        "model_options": [(model, model) for model in queries.models_in_use(usage_filter, period)],
+        "model_options": [(model, model) for model in replica.read(queries.models_in_use, usage_filter, period)],
     }
 
 
@@ -111,6 +119,23 @@ def _dashboard_options(data: service.DashboardData, tenant: Tenant | None) -> di
     keys = queries.tenant_keys(tenant.id) if tenant else []
     models = sorted(row.key for row in data.by_model if row.key)
     return {"key_options": [(key.id, key.name) for key in keys], "model_options": [(model, model) for model in models]}
+
+
+def _keys_url(tenant: Tenant | None) -> str:
+    """Where "create an API key" leads: the tenant's own keys page, or for staff the tenant's staff page."""
+    if not current_user.is_staff:
+        return url_for("keys.tenant_keys")
+    if tenant is None:
+        return url_for("dashboard.tenants")
+    return url_for("dashboard.staff_tenant", tenant_id=tenant.id, _anchor="keys")
+
+
+def _console_mapping(data: service.DashboardData) -> dict[str, Any]:
+    """The console maps unmapped keys in place: what identifies each key, and the tenants to choose from."""
+    return {
+        "key_facts": mapping.key_facts([row.key for row in data.unmapped if row.key]),
+        "tenant_options": _tenant_options(),
+    }
 
 
 def tenant_link(tenant_id: int) -> str:
@@ -128,7 +153,7 @@ def staff_overview() -> Response:
     return _dashboard("dashboard/staff.html", None, url_for("main.staff_home"), staff_overview=True)
 
 
-@bp.get("/staff/tenants/<int:tenant_id>")
+@bp.get("/staff/tenants/<int:tenant_id>/usage")
 @staff_required
 def tenant_drilldown(tenant_id: int) -> Response:
     tenant = db.get_or_404(Tenant, tenant_id)
@@ -156,8 +181,9 @@ def _explorer(tenant_id: int | None, is_staff: bool, base_url: str, export_url: 
     params, errors = parse_params(explorer_params(is_staff), request.args)
     usage_filter = _usage_filter(params, tenant_id, is_staff)
     period = service.period_of(params, utcnow())
-    page = explorer.explore(params, usage_filter, period, for_staff=is_staff)
-    options = _filter_options(usage_filter, period, db.session.get(Tenant, tenant_id) if tenant_id else None)
+    page = replica.read(explorer.explore, params, usage_filter, period, for_staff=is_staff)
+    tenant = db.session.get(Tenant, tenant_id) if tenant_id else None
+    options = _filter_options(usage_filter, period, tenant)
     return page_or_fragment(
         "dashboard/explorer.html",
         {"explorer-results": "dashboard/_explorer_results.html"},
@@ -172,13 +198,18 @@ def _explorer(tenant_id: int | None, is_staff: bool, base_url: str, export_url: 
         export_row_limit=current_app.config["EXPORT_MAX_ROWS"],
         query_args=params.query_args() | _explorer_args(params),
         tenant_options=_tenant_options() if is_staff else [],
-        keys_url=link_to("keys.index", "/keys"),
+        keys_url=_keys_url(tenant),
         **options,
     )
 
 
 def _tenant_options() -> list[tuple[int, str]]:
     return [(tenant.id, tenant.name) for tenant in db.session.scalars(db.select(Tenant).order_by(Tenant.name))]
+
+
+@bp.app_template_global("filter_label")
+def filter_label(name: str) -> str:
+    return field_label(name)
 
 
 @bp.app_template_filter("dict_merge")
@@ -201,19 +232,27 @@ def _export(tenant_id: int | None, is_staff: bool) -> Response:
     period = service.period_of(params, utcnow())
     statement = explorer.export_statement(params, usage_filter, period, for_staff=is_staff)
     owner = str(current_user.id)
+    filename = export_filename(db.session.get(Tenant, tenant_id) if tenant_id is not None else None, period)
+    from_replica = replica.read_engine() is not None
     # Give the app's pooled connection back before waiting for an export connection (objects reload on use).
     db.session.commit()
     try:
-        body = exports.start_export(owner, statement, explorer.csv_layout(for_staff=is_staff))
+        body = exports.start_export(owner, statement, explorer.csv_layout(for_staff=is_staff), from_replica)
     except exports.ExportRefused as refusal:
         return _export_refusal(refusal)
     response = Response(body, mimetype="text/csv")
-    response.headers["Content-Disposition"] = 'attachment; filename="usage.csv"'
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
-REFUSAL_TITLES = {429: "Too many exports", 503: "Export unavailable"}
+def export_filename(tenant: Tenant | None, period: queries.Period) -> str:
+    """`usage-acme-2026-11-01_2026-11-30.csv`: only [a-z0-9-_.] so no header or path tricks get through."""
+    owner = SAFE_FILENAME.sub("-", tenant.slug.lower()).strip("-")[:64] if tenant is not None else ""
+    return f"usage-{owner or 'all-tenants'}-{period.first_day.isoformat()}_{period.last_day.isoformat()}.csv"
+
+
+REFUSAL_TITLES = {429: _l("Too many exports"), 503: _l("Export unavailable")}
 
 
 def _export_refusal(refusal: exports.ExportRefused) -> Response:
@@ -221,7 +260,7 @@ def _export_refusal(refusal: exports.ExportRefused) -> Response:
     if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
         response = json_error(refusal.status, refusal.message, refusal.code)
     else:
-        title = REFUSAL_TITLES.get(refusal.status, "Export refused")
+        title = REFUSAL_TITLES.get(refusal.status, _l("Export refused"))
         page = render_template("error.html", status=refusal.status, title=title, message=refusal.message)
         response = make_response(page, refusal.status)
     if refusal.retry_after:
@@ -279,4 +318,4 @@ def plotly_js() -> Response:
     return response.make_conditional(request)  # type: ignore[return-value]
 
 
-from webapp.dashboard import management  # noqa: E402,F401
+from webapp.dashboard import management, tenant_pages  # noqa: E402,F401

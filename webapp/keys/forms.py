@@ -5,20 +5,22 @@ from __future__ import annotations
 from datetime import UTC, datetime, time
 from typing import Any
 
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import DateField, IntegerField, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 
 class KeyCreateForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired(), Length(max=120)])
+    name = StringField(_l("Name"), validators=[DataRequired(), Length(max=120)])
     allowed_models = StringField(
-        "Allowed models", validators=[Optional(), Length(max=4000)], description="Comma-separated; empty = the plan's."
+        _l("Allowed models"), validators=[Optional(), Length(max=4000)],
+        description=_l("Comma-separated; empty = the plan's."),
     )
-    rpm_limit = IntegerField("Requests per minute", validators=[Optional(), NumberRange(min=1)])
-    tpm_limit = IntegerField("Tokens per minute", validators=[Optional(), NumberRange(min=1)])
-    expires_on = DateField("Expires on", validators=[Optional()])
-    submit = SubmitField("Create key")
+    rpm_limit = IntegerField(_l("Requests per minute"), validators=[Optional(), NumberRange(min=1)])
+    tpm_limit = IntegerField(_l("Tokens per minute"), validators=[Optional(), NumberRange(min=1)])
+    expires_on = DateField(_l("Expires on"), validators=[Optional()])
+    submit = SubmitField(_l("Create key"))
 
     def payload(self) -> dict[str, Any]:
         models = [model.strip() for model in (self.allowed_models.data or "").split(",") if model.strip()]
@@ -45,5 +47,5 @@ class KeyCreateForm(FlaskForm):
 
 
 class AssignForm(FlaskForm):
-    tenant_id = SelectField("Tenant", coerce=int, validators=[DataRequired(message="Pick a tenant.")])
-    submit = SubmitField("Save")
+    tenant_id = SelectField(_l("Tenant"), coerce=int, validators=[DataRequired(message=_l("Pick a tenant."))])
+    submit = SubmitField(_l("Save"))

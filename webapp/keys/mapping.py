@@ -144,6 +144,44 @@ def mapping_entry(token: str) -> MappingEntry:
     return _entry(token, get_mapping(token), _usage_by_token([token]).get(token))
 
 
+@dataclass(frozen=True)
+class KeyFacts:
+    """What lets a person recognise a LiteLLM key: its alias or name, LiteLLM's user for it, its last use."""
+
+    token: str
+    label: str | None
+    user: str | None
+    last_seen: datetime | None
+
+    @property
+    def mappable(self) -> bool:
+        return bool(TOKEN_SHAPE.match(self.token))
+
+
+def key_facts(tokens: list[str]) -> dict[str, KeyFacts]:
+    rows = {row.token: row for row in db.session.scalars(sa.select(LiteLLMKey).where(LiteLLMKey.token.in_(tokens)))}
+    return {token: _facts(token, rows.get(token)) for token in tokens}
+
+
+def _facts(token: str, row: LiteLLMKey | None) -> KeyFacts:
+    metadata = row.key_metadata if row is not None else {}
+    user = metadata.get("user_email") or metadata.get("user_id")
+    label = (row.key_alias or row.key_name) if row is not None else None
+    return KeyFacts(token, label, str(user) if user else None, _last_seen(token))
+
+
+def _last_seen(token: str) -> datetime | None:
+    """Newest first by time, stopping at the first row: these keys have usage in the period shown, so the
+    walk back is short (a max() over the token's rows would read all of them)."""
+    statement = (
+        sa.select(UsageLog.occurred_at)
+        .where(UsageLog.litellm_key_id == token)
+        .order_by(UsageLog.occurred_at.desc())
+        .limit(1)
+    )
+    return db.session.scalar(statement)
+
+
 # ---------------------------------------------------------------- internals
 
 

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from flask import current_app
+from flask_babel import gettext as _
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -33,7 +34,8 @@ GONE_STATUSES = (STATUS_REVOKED, STATUS_DELETED, STATUS_MISSING)
 
 
 def litellm_failure(exc: LiteLLMError, action: str) -> ApiError:
-    message = f"LiteLLM could not {action} the key ({type(exc).__name__}); nothing was changed. Try again later."
+    message = _("LiteLLM could not %(action)s the key (%(error)s); nothing was changed. Try again later.",
+                action=action, error=type(exc).__name__)
     return ApiError(502, message, "litellm_unavailable")
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
+from flask_babel import gettext as _
 
 from webapp.audit import record_audit
 from webapp.errors import ApiError
@@ -109,7 +110,7 @@ def rotate_key(old: ApiKey, actor: User | None) -> IssuedKey:
 def revoke_key(api_key: ApiKey, actor: User | None) -> ApiKey:
     now = utcnow()
     if api_key.revoked_at is not None and api_key.revoked_at <= now:
-        raise ApiError(409, "This key is already revoked.", "already_revoked")
+        raise ApiError(409, _("This key is already revoked."), "already_revoked")
     api_key.revoked_at = now
     blocked = remote.block_remote(api_key.litellm_key_id)
     remote.forget_cached_auth(api_key.secret_hash)
@@ -203,10 +204,10 @@ def _attach_virtual_key(
 
 def _usable_plan(tenant: Tenant) -> Plan:
     if not tenant.is_active:
-        raise ApiError(409, "The tenant is suspended; its keys cannot be changed.", "tenant_suspended")
+        raise ApiError(409, _("The tenant is suspended; its keys cannot be changed."), "tenant_suspended")
     if tenant.plan is None:
         # LiteLLM reads an empty model list as "every model", so a key without a plan would be unlimited.
-        raise ApiError(409, "The tenant has no plan; assign one before creating keys.", "no_plan")
+        raise ApiError(409, _("The tenant has no plan; assign one before creating keys."), "no_plan")
     return tenant.plan
 
 
@@ -214,22 +215,23 @@ def _check_against_plan(plan: Plan, data: KeyCreate) -> None:
     problems: dict[str, str] = {}
     outside = [model for model in data.allowed_models if not plan.allows_model(model)]
     if outside:
-        problems["allowed_models"] = f"not in the plan: {', '.join(outside)}"
+        problems["allowed_models"] = _("not in the plan: %(models)s", models=", ".join(outside))
     for name, ceiling in (("rpm_limit", plan.rpm_limit), ("tpm_limit", plan.tpm_limit)):
         value = getattr(data, name)
         if value is not None and ceiling is not None and value > ceiling:
-            problems[name] = f"at most {ceiling} (the plan's limit)"
+            problems[name] = _("at most %(limit)s (the plan's limit)", limit=ceiling)
     if problems:
         raise ApiError(422, "Invalid input.", "validation_error", problems)
 
 
 def _require_rotatable(api_key: ApiKey) -> None:
     if is_imported(api_key):
-        raise ApiError(409, "Imported LiteLLM keys cannot be rotated; create a new key instead.", "imported_key")
+        raise ApiError(409, _("Imported LiteLLM keys cannot be rotated; create a new key instead."), "imported_key")
     if api_key.replaced_by_id is not None:
-        raise ApiError(409, "This key was rotated already; rotate its replacement.", "already_rotated")
+        raise ApiError(409, _("This key was rotated already; rotate its replacement."), "already_rotated")
     if api_key.status != "active":
-        raise ApiError(409, f"Only active keys can be rotated; this one is {api_key.status}.", "not_active")
+        raise ApiError(409, _("Only active keys can be rotated; this one is %(status)s.", status=api_key.status),
+                       "not_active")
 
 
 def _audit_details(api_key: ApiKey) -> dict[str, Any]:

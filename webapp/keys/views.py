@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 from flask import abort, flash, make_response, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from pydantic import ValidationError
 from werkzeug.wrappers import Response
@@ -42,11 +43,13 @@ def _keys_page(form: KeyCreateForm, status: int = 200) -> tuple[str, int]:
     return page, status
 
 
-def _secret_page(issued: service.IssuedKey, action: str) -> Response:
+def secret_page(issued: service.IssuedKey, action: str, done_url: str | None = None) -> Response:
+    """The new secret, once, with the quickstart; `done_url` is where "Done" leads (the keys page by default)."""
     allowance = quickstart.key_allowance(issued.api_key, issued.api_key.tenant.plan)
     page = render_template(
         "keys/secret_once.html", issued=issued, action=action, allowance=allowance,
         quickstart=quickstart.build_quickstart(allowance.models, issued.secret),
+        done_url=done_url or url_for("keys.tenant_keys"),
     )
     return make_response(page, 201, NO_STORE)
 
@@ -85,7 +88,7 @@ def create_key() -> Response | tuple[str, int]:
         tenant = db.get_or_404(Tenant, _tenant_id())
         issued = _try(lambda: service.create_key(tenant, KeyCreate.model_validate(form.payload()), current_user), form)
         if issued is not None:
-            return _secret_page(issued, "created")
+            return secret_page(issued, "created")
     return _keys_page(form, 422)
 
 
@@ -106,7 +109,7 @@ def rotate_key(key_id: int) -> Response:
     issued = _try(lambda: service.rotate_key(api_key, current_user), None)
     if issued is None:
         return redirect(url_for("keys.tenant_keys"))
-    return _secret_page(issued, "rotated")
+    return secret_page(issued, "rotated")
 
 
 @bp.post("/keys/<int:key_id>/revoke")
@@ -122,7 +125,7 @@ def _revoke(api_key: ApiKey) -> None:
     try:
         service.revoke_key(api_key, current_user)
         service.commit_key_changes()
-        flash(f"Key “{api_key.name}” is revoked.", "info")
+        flash(_("Key “%(name)s” is revoked.", name=api_key.name), "info")
     except ApiError as exc:
         db.session.rollback()
         flash(exc.message, "error")
@@ -177,14 +180,48 @@ def _token_or_404(token: str) -> str:
         abort(404)
 
 
-def _mapping_row(token: str, form: AssignForm, status: int = 200) -> Response:
-    if request.headers.get("HX-Request") != "true":
-        return redirect(url_for("keys.staff_key_mappings"))
-    page = render_template("keys/_mapping_row.html", entry=mapping.mapping_entry(token), form=form,
-                           action_form=EmptyForm())
-    response = make_response(page, status)
+def _is_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def _mapping_view() -> str:
+    """Which list the change came from: the console's unmapped card or the key mapping page."""
+    return "console" if request.form.get("view") == "console" else "page"
+
+
+def _mapping_return() -> Response:
+    return redirect(url_for("main.staff_home" if _mapping_view() == "console" else "keys.staff_key_mappings"))
+
+
+def _fragment(html: str, status: int) -> Response:
+    response = make_response(html, status)
     response.headers["Vary"] = "HX-Request"
     return response
+
+
+def _mapping_moved(token: str, message: str) -> Response:
+    """The row has left its list (the form swaps it away); the answer adds it to the other list, out of band."""
+    if not _is_htmx():
+        flash(message, "info")
+        return _mapping_return()
+    page = render_template("keys/_mapping_moved.html", entry=mapping.mapping_entry(token), view=_mapping_view(),
+                           form=_assign_form(), action_form=EmptyForm(), message=message)
+    return _fragment(page, 200)
+
+
+def _mapping_refused(token: str, message: str) -> Response:
+    """The row stays where it is, with the reason next to its button."""
+    if not _is_htmx():
+        flash(message, "error")
+        return _mapping_return()
+    response = _fragment(render_template("keys/_mapping_error.html", token=token, message=message), 422)
+    response.headers["HX-Reswap"] = "none"
+    return response
+
+
+def _key_label(token: str) -> str:
+    entry = mapping.mapping_entry(token)
+    return entry.key_alias or entry.key_name or f"{token[:16]}…"
 
 
 @bp.post("/staff/key-mappings/<string:token>")
@@ -192,26 +229,24 @@ def _mapping_row(token: str, form: AssignForm, status: int = 200) -> Response:
 def assign_key(token: str) -> Response:
     token = _token_or_404(token)
     form = _assign_form()
-    if not form.validate_on_submit() or db.session.get(Tenant, form.tenant_id.data) is None:
-        form.tenant_id.errors = ["Pick a tenant."]
-        return _mapping_row(token, form, 422)
-    tenant = db.session.get(Tenant, form.tenant_id.data)
-    assert tenant is not None
+    tenant = db.session.get(Tenant, form.tenant_id.data) if form.validate_on_submit() else None
+    if tenant is None:
+        return _mapping_refused(token, _("Pick a tenant."))
     try:
         mapping.assign_key(token, tenant, current_user)
         service.commit_key_changes()
     except ApiError as exc:
         db.session.rollback()
-        form.tenant_id.errors = [exc.message]
-        return _mapping_row(token, form, exc.status)
-    return _mapping_row(token, _assign_form())
+        return _mapping_refused(token, exc.message)
+    message = _("“%(key)s” belongs to %(tenant)s now; its usage moved with it.", key=_key_label(token),
+                tenant=tenant.name)
+    return _mapping_moved(token, message)
 
 
 @bp.post("/staff/key-mappings/<string:token>/unassign")
 @staff_required
 def unassign_key(token: str) -> Response:
     token = _token_or_404(token)
-    form = _assign_form()
     if not EmptyForm().validate_on_submit():
         abort(400)
     try:
@@ -219,7 +254,7 @@ def unassign_key(token: str) -> Response:
         service.commit_key_changes()
     except ApiError as exc:
         db.session.rollback()
-        form.tenant_id.errors = [exc.message]
-        return _mapping_row(token, form, exc.status)
-    return _mapping_row(token, form)
+        return _mapping_refused(token, exc.message)
+    return _mapping_moved(token, _("“%(key)s” belongs to no tenant now; its usage is unattributed.",
+                                   key=_key_label(token)))
 

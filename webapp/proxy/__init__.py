@@ -9,6 +9,7 @@ size limit, extra allowed body parameters and the default completion allowance o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -39,6 +40,15 @@ class NoSessionForProxy(SessionInterface):
         return getattr(self.inner, name)
 
 
+def key_cache_ttl(config: Mapping[str, Any]) -> float:
+    """Without Redis no process hears of another's changes (webapp.proxy.invalidation): the TTL is then the
+    only way a revocation reaches them, so it stays at the feed-down promise of 1 s."""
+    from webapp.proxy.invalidation import FEED_DOWN_TTL
+
+    ttl = float(config["PROXY_KEY_CACHE_TTL"])
+    return ttl if config.get("REDIS_URL") else min(ttl, FEED_DOWN_TTL)
+
+
 def init_app(app: Flask) -> None:
     from webapp.billing.live_balance import BalanceGuard
     from webapp.billing.price_book import price_book_for
@@ -48,6 +58,7 @@ def init_app(app: Flask) -> None:
     from webapp.proxy.params import BodyPolicy
     from webapp.proxy.recorder import UsageWriter
     from webapp.proxy.service import EXTENSION_KEY, ProxyServices, stamp_request_id
+    from webapp.proxy.spool import UsageSpool
     from webapp.proxy.upstream import Upstream
 
     if not isinstance(app.session_interface, NoSessionForProxy):
@@ -56,9 +67,12 @@ def init_app(app: Flask) -> None:
         app.after_request(stamp_request_id)  # app-wide: /v1 answers of unknown URLs carry an id too
     config = app.config
     counters = build_counters(config.get("REDIS_URL"))
+    spool = None
+    if config.get("REDIS_URL") and config.get("PROXY_USAGE_SPOOL", True):
+        spool = UsageSpool(config["REDIS_URL"], float(config.get("PROXY_USAGE_SPOOL_HEARTBEAT", 5.0)))
     estimator = CostEstimator(Decimal(str(config["PROXY_BUDGET_DEFAULT_RESERVATION"])))
     app.extensions[EXTENSION_KEY] = ProxyServices(
-        key_cache=KeyCache(config["PROXY_KEY_CACHE_TTL"]),
+        key_cache=KeyCache(key_cache_ttl(config)),
         counters=counters,
         budget=BudgetGuard(counters, estimator, config["PROXY_BUDGET_SPENT_TTL"], config["PROXY_READ_TIMEOUT"] + 60),
         estimator=estimator,
@@ -74,6 +88,7 @@ def init_app(app: Flask) -> None:
             config["PROXY_USAGE_RETRY_SECONDS"],
             config["PROXY_LAST_USED_RESOLUTION"],
             config["PROXY_USAGE_BATCH_INTERVAL"],
+            spool,
         ),
         default_rpm=config["PROXY_DEFAULT_RPM_LIMIT"],
         default_tpm=config["PROXY_DEFAULT_TPM_LIMIT"],
@@ -81,6 +96,9 @@ def init_app(app: Flask) -> None:
         balance=BalanceGuard(config["BILLING_BALANCE_TTL"], config["PROXY_READ_TIMEOUT"] + 60),
         price_book=price_book_for(app),
     )
+    from webapp.proxy import invalidation
+
+    invalidation.init_app(app)
 
 
 from webapp.proxy import views  # noqa: E402,F401

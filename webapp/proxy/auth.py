@@ -1,8 +1,11 @@
 """Bearer key -> key context, cached in-process.
 
-Revocation within a second: every cached entry (hit or miss) lives at most PROXY_KEY_CACHE_TTL seconds
-(1 s by default), so a hot key costs one indexed query per second per worker, and a revoked, expired or
-suspended key is refused at most that long after the change. Expiry itself is checked on every request.
+Every cached entry (hit or miss) lives at most PROXY_KEY_CACHE_TTL seconds (30 s by default; 1 s without
+Redis or while the invalidation feed is down), so a hot key costs one indexed query per TTL per worker, and a
+revoked, expired or suspended key is refused at most that long after the change. Expiry itself is checked
+on every request.
+With Redis, webapp.proxy.invalidation also evicts changed keys, tenants and plans in every process right
+after the commit (`evict_key`, `evict_tenant`, `evict_plan`, `clear`); the TTL is then only the fallback.
 """
 
 from __future__ import annotations
@@ -129,6 +132,8 @@ class KeyCache:
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[float, KeyContext | None]] = {}
         self._loading: dict[str, threading.Lock] = {}
+        self._evictions = 0  # a load that overlapped an eviction may have read the old row: not cached
+        self._ttl_cap: float | None = None
 
     def _fresh(self, secret_hash: str) -> tuple[float, KeyContext | None] | None:
         entry = self._entries.get(secret_hash)
@@ -144,23 +149,58 @@ class KeyCache:
         with loading:
             if entry := self._fresh(secret_hash):
                 return entry[1]
+            evictions = self._evictions
             try:
                 context = loader(secret_hash)
                 with self._lock:
                     if len(self._entries) >= MAX_CACHED_KEYS:
                         self._entries.clear()
-                    self._entries[secret_hash] = (self._clock() + self.ttl, context)
+                    if evictions == self._evictions:
+                        self._entries[secret_hash] = (self._clock() + self._lifetime(), context)
             finally:
                 with self._lock:
                     self._loading.pop(secret_hash, None)
         return context
 
+    def _lifetime(self) -> float:
+        return self.ttl if self._ttl_cap is None else min(self.ttl, self._ttl_cap)
+
     def invalidate(self, secret_hash: str | None = None) -> None:
+        if secret_hash is None:
+            self.clear()
+        else:
+            self.evict_key(secret_hash)
+
+    def evict_key(self, secret_hash: str) -> None:
         with self._lock:
-            if secret_hash is None:
-                self._entries.clear()
-            else:
-                self._entries.pop(secret_hash, None)
+            self._evictions += 1
+            self._entries.pop(secret_hash, None)
+
+    def evict_api_key(self, api_key_id: int) -> None:
+        self._evict_where(lambda context: context.api_key_id == api_key_id)
+
+    def evict_tenant(self, tenant_id: int) -> None:
+        self._evict_where(lambda context: context.tenant_id == tenant_id)
+
+    def evict_plan(self, plan_id: int) -> None:
+        self._evict_where(lambda context: context.plan_id == plan_id)
+
+    def _evict_where(self, matches: Callable[[KeyContext], bool]) -> None:
+        with self._lock:
+            self._evictions += 1
+            stale = [key for key, (_, context) in self._entries.items() if context is not None and matches(context)]
+            for secret_hash in stale:
+                del self._entries[secret_hash]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._evictions += 1
+            self._entries.clear()
+
+    def cap_ttl(self, seconds: float | None) -> None:
+        """While evictions may be missed (no invalidation feed yet), entries live at most `seconds`."""
+        with self._lock:
+            self._ttl_cap = seconds
 
 
 def authenticate(cache: KeyCache, authorization: str | None, now: datetime) -> KeyContext:

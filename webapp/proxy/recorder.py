@@ -7,12 +7,15 @@ and call id) and is committed; only then are budget reservations settled and tok
 twice. An unreachable database is retried with backoff until it recovers. A record the database rejects
 never holds the queue up: `record_usage` stores the rest of its batch and sets it aside in
 `usage_dead_letters` at once; a batch that fails for any other reason is tried MAX_FAILED_ATTEMPTS times,
-then set aside whole. On shutdown the queue is flushed (gunicorn `worker_exit`, atexit).
+then set aside whole. On shutdown the queue is flushed (gunicorn `worker_exit`, atexit). With Redis, each
+record is also kept in this worker's spool until committed, so a worker killed outright loses none
+(webapp.proxy.spool).
 """
 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import queue
 import threading
@@ -28,6 +31,7 @@ from flask import Flask
 from webapp.extensions import db
 from webapp.proxy.counters import CounterStore, Settlement
 from webapp.proxy.limits import COUNTER_TTL
+from webapp.proxy.spool import SpooledUsage, UsageSpool, holds_of
 from webapp.usage.recording import (
     UsageRecord,
     describe_rejection,
@@ -49,6 +53,7 @@ class PendingUsage:
     settlement: Settlement | None = None
     store: CounterStore | None = None  # where the settlement goes (the services' store when submitted)
     credit: Settlement | None = None  # a prepaid tenant's credit hold, settled at the request's price
+    spool_id: str | None = None  # its entry in this worker's spool, deleted once committed
 
 
 class UsageWriter:
@@ -59,8 +64,10 @@ class UsageWriter:
         retry_seconds: float,
         last_used_resolution: int,
         batch_interval: float = 0.0,
+        spool: UsageSpool | None = None,
     ) -> None:
         self.app = app
+        self.spool = spool
         self.batch_size = batch_size
         self.batch_interval = batch_interval
         self.retry_seconds = retry_seconds
@@ -70,9 +77,13 @@ class UsageWriter:
         self._thread: threading.Thread | None = None
         self._last_used_written: dict[int, datetime] = {}
         self._closing = False
+        self._wake = threading.Event()  # set by flush(): the writer stops lingering and writes now
 
     def submit(self, item: PendingUsage) -> None:
         self._ensure_started()
+        if self.spool is not None:
+            spooled = SpooledUsage(item.record, holds_of((item.settlement, item.credit)))
+            item = dataclasses.replace(item, spool_id=self.spool.add(spooled))
         self._queue.put_nowait(item)
 
     def _ensure_started(self) -> None:
@@ -82,7 +93,7 @@ class UsageWriter:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="proxy-usage-writer", daemon=True)
                 self._thread.start()
-                atexit.register(self.flush, 10.0)
+                atexit.register(self.close, 10.0)
 
     def forget_last_used(self) -> None:
         self._last_used_written.clear()
@@ -93,8 +104,16 @@ class UsageWriter:
         while self._queue.unfinished_tasks:
             if time.monotonic() >= deadline:
                 return False
+            self._wake.set()
             time.sleep(0.005)
         return True
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """The last flush of a worker; what it could not store stays spooled for the replay job."""
+        flushed = self.flush(timeout)
+        if self.spool is not None:
+            self.spool.close()
+        return flushed
 
     def _run(self) -> None:
         while True:
@@ -107,7 +126,13 @@ class UsageWriter:
             # A write costs about the same for 1 row as for 100: gather a little before the next one,
             # unless a full batch is already waiting.
             if len(batch) < self.batch_size:
-                time.sleep(self.batch_interval)
+                self._linger()
+
+    def _linger(self) -> None:
+        """Wait up to the batch interval. Each batch costs a transaction and a Redis round trip whatever its
+        size, so at ordinary traffic the interval, not the request rate, sets how often the writer works."""
+        self._wake.wait(self.batch_interval)
+        self._wake.clear()
 
     def _next_batch(self) -> list[PendingUsage]:
         batch = [self._queue.get()]
@@ -119,25 +144,26 @@ class UsageWriter:
         return batch
 
     def _write_until_stored(self, batch: Sequence[PendingUsage]) -> None:
-        self._store(batch)
+        stored = self._store(batch)
         self._settle(batch)
+        if stored and self.spool is not None:
+            self.spool.remove(item.spool_id for item in batch)
 
-    def _store(self, batch: Sequence[PendingUsage]) -> None:
+    def _store(self, batch: Sequence[PendingUsage]) -> bool:
         """Retry while the database is unreachable; anything else gets a few attempts, then the batch is
         set aside (records the database rejects never get here: record_usage sets them aside itself)."""
         delay, failures = self.retry_seconds, 0
         while True:
             try:
                 self._write(batch)
-                return
+                return True
             except Exception as error:
                 if self._is_outage(error):
                     log.warning("database unreachable; %d usage records wait %.1fs: %s", len(batch), delay, error)
                 else:
                     failures += 1
                     if failures >= MAX_FAILED_ATTEMPTS:
-                        self._set_aside(batch, error)
-                        return
+                        return self._set_aside(batch, error)
                     log.exception("writing %d usage records failed; retrying in %.1fs", len(batch), delay)
             time.sleep(delay)
             delay = min(delay * 2, MAX_RETRY_SECONDS)
@@ -152,16 +178,18 @@ class UsageWriter:
             dbapi: Any = db.engine.dialect.loaded_dbapi
         return isinstance(error, dbapi.OperationalError | dbapi.InterfaceError)
 
-    def _set_aside(self, batch: Sequence[PendingUsage], error: BaseException) -> None:
+    def _set_aside(self, batch: Sequence[PendingUsage], error: BaseException) -> bool:
         reason = describe_rejection(error)
         with self.app.app_context():
             try:
                 store_dead_letters([(item.record, reason) for item in batch])
                 db.session.commit()
                 log.error("%d usage records set aside in usage_dead_letters: %s", len(batch), reason)
+                return True
             except Exception:
                 db.session.rollback()
-                log.exception("usage records lost, kept only in this log: %r", [item.record for item in batch])
+                log.exception("usage records not stored, kept in this log: %r", [item.record for item in batch])
+                return False
 
     def _write(self, batch: Sequence[PendingUsage]) -> None:
         with self.app.app_context():

@@ -29,12 +29,20 @@ def make_psycopg_cooperative() -> None:
     extensions.set_wait_callback(gevent_wait_callback)
 
 
+def start_worker_services(app: Flask | None) -> None:
+    """Whatever app gunicorn serves (wsgi:app or a factory): this worker listens for cache invalidations."""
+    from webapp.proxy.invalidation import start_listener
+
+    if isinstance(app, Flask):
+        start_listener(app)
+
+
 def flush_usage(app: Flask | None, timeout: float = 10.0) -> None:
     from webapp.proxy.service import EXTENSION_KEY
 
     services = app.extensions.get(EXTENSION_KEY) if isinstance(app, Flask) else None
     if services is not None:
-        services.writer.flush(timeout)
+        services.writer.close(timeout)
 
 
 # gunicorn's threaded worker also stops draining an unread body after 64 KiB and closes the connection.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from flask import flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
@@ -50,11 +51,14 @@ def start_bulk() -> Response:
     days = request.form.get("days", DEFAULT_IMPORT_DAYS, type=int)
     try:
         if days is None or not 1 <= days <= MAX_IMPORT_DAYS:
-            raise NothingToImport(f"choose between 1 and {MAX_IMPORT_DAYS} days")
+            raise NothingToImport(_("choose between 1 and %(max)s days", max=MAX_IMPORT_DAYS))
         started = start_bulk_import(days_window(days, utcnow()), current_user.id)
-        message, category = started.message, "info" if started.run_id else "error"
+        if started.run_id:
+            message, category = _("Bulk import run #%(id)s started.", id=started.run_id), "info"
+        else:
+            message, category = started.message, "error"
     except NothingToImport as exc:
-        message, category = f"Bulk import not started: {exc}.", "error"
+        message, category = _("Bulk import not started: %(reason)s.", reason=exc), "error"
     if request.headers.get("HX-Request"):
         return _bulk_fragment(message, category)
     flash(message, category)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp
@@ -8,46 +9,47 @@ from webapp.auth.forms import FieldErrorsMixin
 from webapp.auth.schemas import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from webapp.tenants.schemas import EMAIL_PATTERN
 
-ROLE_CHOICES = [("member", "Member"), ("admin", "Admin")]
+ROLE_CHOICES = [("member", _l("Member")), ("admin", _l("Admin"))]
 EMAIL_VALIDATORS = [
-    DataRequired(message="Enter an email address."),
-    Length(max=254, message="At most 254 characters."),
-    Regexp(EMAIL_PATTERN, message="Enter an email address like name@example.com."),
+    DataRequired(message=_l("Enter an email address.")),
+    Length(max=254, message=_l("At most %(count)s characters.", count=254)),
+    Regexp(EMAIL_PATTERN, message=_l("Enter an email address like name@example.com.")),
 ]
 PASSWORD_VALIDATORS = [
-    DataRequired(message="Choose a password."),
+    DataRequired(message=_l("Choose a password.")),
     Length(min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH,
-           message=f"Use {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters."),
+           message=_l("Use %(min)s to %(max)s characters.", min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH)),
 ]
-NAME_VALIDATORS = [Length(max=120, message="At most 120 characters.")]
+NAME_VALIDATORS = [Length(max=120, message=_l("At most %(count)s characters.", count=120))]
 
 
 class InviteForm(FieldErrorsMixin, FlaskForm):
-    email = EmailField("Email", validators=EMAIL_VALIDATORS)
-    role = SelectField("Role", choices=ROLE_CHOICES, default="member")
-    submit = SubmitField("Send invitation")
+    email = EmailField(_l("Email"), validators=EMAIL_VALIDATORS)
+    role = SelectField(_l("Role"), choices=ROLE_CHOICES, default="member")
+    submit = SubmitField(_l("Send invitation"))
 
 
 class MemberCreateForm(FieldErrorsMixin, FlaskForm):
-    email = EmailField("Email", validators=EMAIL_VALIDATORS)
-    name = StringField("Name", validators=NAME_VALIDATORS)
-    password = PasswordField("Password", validators=PASSWORD_VALIDATORS,
-                             description=f"At least {MIN_PASSWORD_LENGTH} characters; tell them to change it.")
-    role = SelectField("Role", choices=ROLE_CHOICES, default="member")
-    submit = SubmitField("Create user")
+    email = EmailField(_l("Email"), validators=EMAIL_VALIDATORS)
+    name = StringField(_l("Name"), validators=NAME_VALIDATORS)
+    password = PasswordField(_l("Password"), validators=PASSWORD_VALIDATORS,
+                             description=_l("At least %(count)s characters; tell them to change it.",
+                                            count=MIN_PASSWORD_LENGTH))
+    role = SelectField(_l("Role"), choices=ROLE_CHOICES, default="member")
+    submit = SubmitField(_l("Create user"))
 
 
 class RoleForm(FlaskForm):
-    role = SelectField("Role", choices=ROLE_CHOICES)
+    role = SelectField(_l("Role"), choices=ROLE_CHOICES)
 
 
 class AcceptInviteForm(FieldErrorsMixin, FlaskForm):
-    name = StringField("Your name", validators=[DataRequired(message="Enter your name."), *NAME_VALIDATORS])
-    password = PasswordField("Password", validators=PASSWORD_VALIDATORS,
-                             description=f"At least {MIN_PASSWORD_LENGTH} characters.")
+    name = StringField(_l("Your name"), validators=[DataRequired(message=_l("Enter your name.")), *NAME_VALIDATORS])
+    password = PasswordField(_l("Password"), validators=PASSWORD_VALIDATORS,
+                             description=_l("At least %(count)s characters.", count=MIN_PASSWORD_LENGTH))
     confirm_password = PasswordField(
-        "Repeat the password",
-        validators=[DataRequired(message="Repeat the password."),
-                    EqualTo("password", message="The two passwords differ.")],
+        _l("Repeat the password"),
+        validators=[DataRequired(message=_l("Repeat the password.")),
+                    EqualTo("password", message=_l("The two passwords differ."))],
     )
-    submit = SubmitField("Join the team")
+    submit = SubmitField(_l("Join the team"))

@@ -15,11 +15,14 @@ from email.message import EmailMessage
 
 import sqlalchemy as sa
 from flask import abort, current_app
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 
 from webapp.audit import record_audit
 from webapp.auth import sessions
 from webapp.errors import ApiError
 from webapp.extensions import db
+from webapp.i18n import value_label
 from webapp.models import TeamInvite, Tenant, User, UserRole, utcnow
 from webapp.security import generate_secret, hash_secret
 from webapp.tenants.schemas import UserCreate
@@ -30,7 +33,9 @@ log = logging.getLogger(__name__)
 
 INVITE_TOKEN_PREFIX = "a1inv-"
 TEAM_ROLES = (UserRole.ADMIN, UserRole.MEMBER)
-INVALID_INVITE = "This invitation link is not valid: it may have expired, been used or been withdrawn."
+INVALID_INVITE = _l("This invitation link is not valid: it may have expired, been used or been withdrawn.")
+SELF_CHANGES = {"change the role of": _l("You cannot change the role of yourself; ask another admin."),
+                "remove": _l("You cannot remove yourself; ask another admin.")}
 
 
 @dataclass(frozen=True)
@@ -80,15 +85,15 @@ def _other_active_admins(member: User) -> int:
 
 def _require_not_self(member: User, actor: User, what: str) -> None:
     if member.id == actor.id:
-        raise ApiError(409, f"You cannot {what} yourself; ask another admin.", "self_change")
+        raise ApiError(409, str(SELF_CHANGES[what]), "self_change")
 
 
 def change_role(member: User, role: UserRole, actor: User) -> User:
     if role not in TEAM_ROLES:
-        raise _field_error("role", "Choose admin or member.")
+        raise _field_error("role", _("Choose admin or member."))
     _require_not_self(member, actor, "change the role of")
     if member.role == UserRole.ADMIN and role != UserRole.ADMIN and _other_active_admins(member) == 0:
-        raise ApiError(409, "The team needs at least one admin.", "last_admin")
+        raise ApiError(409, _("The team needs at least one admin."), "last_admin")
     previous = member.role
     member.role = role
     record_audit(actor, "user.role", "user", member.id, tenant_id=member.tenant_id,
@@ -99,7 +104,7 @@ def change_role(member: User, role: UserRole, actor: User) -> User:
 def remove_member(member: User, actor: User) -> User:
     _require_not_self(member, actor, "remove")
     if member.role == UserRole.ADMIN and member.active and _other_active_admins(member) == 0:
-        raise ApiError(409, "The team needs at least one admin.", "last_admin")
+        raise ApiError(409, _("The team needs at least one admin."), "last_admin")
     member.active = False
     sessions.end_every_session(member)
     record_audit(actor, "user.remove", "user", member.id, tenant_id=member.tenant_id, details={"email": member.email})
@@ -137,9 +142,9 @@ def create_invite(tenant: Tenant, email: str, role: UserRole, actor: User) -> Is
     """A new one-time link; an earlier pending invitation of the same address to this tenant is withdrawn."""
     email = email.strip().lower()
     if role not in TEAM_ROLES:
-        raise _field_error("role", "Choose admin or member.")
+        raise _field_error("role", _("Choose admin or member."))
     if _email_in_use(email):
-        raise _field_error("email", "Someone with this email already has an account.")
+        raise _field_error("email", _("Someone with this email already has an account."))
     now = utcnow()
     for earlier in list_pending_invites(tenant.id):
         if earlier.email == email:
@@ -156,7 +161,7 @@ def create_invite(tenant: Tenant, email: str, role: UserRole, actor: User) -> Is
 
 def revoke_invite(invite: TeamInvite, actor: User) -> TeamInvite:
     if invite.status_at(utcnow()) != "pending":
-        raise ApiError(409, "Only a pending invitation can be withdrawn.", "not_pending")
+        raise ApiError(409, _("Only a pending invitation can be withdrawn."), "not_pending")
     invite.revoked_at = utcnow()
     record_audit(actor, "invite.revoke", "team_invite", invite.id, tenant_id=invite.tenant_id)
     return invite
@@ -167,7 +172,7 @@ def pending_invite_for_token(token: str, lock: bool = False) -> TeamInvite:
     query = sa.select(TeamInvite).where(TeamInvite.token_hash == hash_secret(token.strip()))
     invite = db.session.scalar(query.with_for_update() if lock else query)
     if invite is None or invite.status_at(utcnow()) != "pending" or not invite.tenant.is_active:
-        raise ApiError(404, INVALID_INVITE, "invalid_invite")
+        raise ApiError(404, str(INVALID_INVITE), "invalid_invite")
     return invite
 
 
@@ -175,7 +180,7 @@ def accept_invite(token: str, name: str, password: str) -> User:
     """Create the invited account; the row lock makes a link usable exactly once, even when raced."""
     invite = pending_invite_for_token(token, lock=True)
     if _email_in_use(invite.email):
-        raise ApiError(409, "Someone with this email already has an account; sign in instead.", "email_taken")
+        raise ApiError(409, _("Someone with this email already has an account; sign in instead."), "email_taken")
     user = User(email=invite.email, name=name.strip(), role=invite.role, tenant_id=invite.tenant_id)
     user.set_password(password)
     db.session.add(user)
@@ -196,12 +201,15 @@ def email_invite(issued: IssuedInvite, link: str, inviter: User) -> bool:
     message = EmailMessage()
     message["From"] = settings.sender
     message["To"] = issued.invite.email
-    message["Subject"] = f"{mail.SUBJECT_PREFIX} You are invited to {issued.invite.tenant.name}"
+    # The invitee has no account (and no language setting) yet: the email speaks the inviting admin's language.
+    team = issued.invite.tenant.name
+    message["Subject"] = f"{mail.SUBJECT_PREFIX} " + _("You are invited to %(team)s", team=team)
     hours = int(invite_lifetime().total_seconds() // 3600)
     message.set_content(
-        f"{inviter.name or inviter.email} invited you to join {issued.invite.tenant.name} on A1 SaaS Pro "
-        f"as {issued.invite.role.value}.\n\nSet your name and password here (the link works once, for "
-        f"{hours} hours):\n{link}\n\nIf you did not expect this, ignore this email.\n"
+        _("%(inviter)s invited you to join %(team)s on A1 SaaS Pro as %(role)s.",
+          inviter=inviter.name or inviter.email, team=team, role=value_label(issued.invite.role))
+        + "\n\n" + _("Set your name and password here (the link works once, for %(hours)s hours):", hours=hours)
+        + f"\n{link}\n\n" + _("If you did not expect this, ignore this email.") + "\n"
     )
     try:
         with mail._connect(settings) as smtp:

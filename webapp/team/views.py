@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from flask import abort, flash, make_response, redirect, render_template, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from pydantic import ValidationError
 from werkzeug.wrappers import Response
@@ -17,6 +18,7 @@ from webapp.auth.decorators import tenant_admin_required
 from webapp.auth.forms import EmptyForm
 from webapp.errors import ApiError, field_messages
 from webapp.extensions import db
+from webapp.i18n import value_label
 from webapp.models import Tenant, User, UserRole, utcnow
 from webapp.team import bp, service
 from webapp.team.forms import AcceptInviteForm, InviteForm, MemberCreateForm, RoleForm
@@ -56,7 +58,7 @@ def _commit(operation: Callable[[], T], form: InviteForm | MemberCreateForm | No
     except ValidationError as exc:
         db.session.rollback()
         if form is None or not form.add_errors(field_messages(exc)):
-            flash("Check the form and try again.", "error")
+            flash(_("Check the form and try again."), "error")
     except ApiError as exc:
         db.session.rollback()
         if form is None or not form.add_errors(exc.fields):
@@ -93,7 +95,7 @@ def revoke_invite(invite_id: int) -> Response:
     if not EmptyForm().validate_on_submit():
         abort(400)
     if _commit(lambda: service.revoke_invite(invite, _actor())):
-        flash(f"The invitation to {invite.email} is withdrawn.", "info")
+        flash(_("The invitation to %(email)s is withdrawn.", email=invite.email), "info")
     return redirect(url_for("team.team"))
 
 
@@ -107,7 +109,7 @@ def create_member() -> Response | tuple[str, int]:
             email=form.email.data or "", name=form.name.data or "", password=form.password.data or "",
             role=form.role.data), actor), form)
         if user is not None:
-            flash(f"{user.email} can sign in now.", "info")
+            flash(_("%(email)s can sign in now.", email=user.email), "info")
             return redirect(url_for("team.team"))
     return _team_page(create_form=form, status=422)
 
@@ -120,7 +122,7 @@ def change_role(user_id: int) -> Response:
     if not form.validate_on_submit():
         abort(400)
     if _commit(lambda: service.change_role(member, UserRole(form.role.data), _actor())):
-        flash(f"{member.email} is now {member.role.value}.", "info")
+        flash(_("%(email)s is now %(role)s.", email=member.email, role=value_label(member.role)), "info")
     return redirect(url_for("team.team"))
 
 
@@ -131,7 +133,7 @@ def remove_member(user_id: int) -> Response:
     if not EmptyForm().validate_on_submit():
         abort(400)
     if _commit(lambda: service.remove_member(member, _actor())):
-        flash(f"{member.email} is removed and signed out.", "info")
+        flash(_("%(email)s is removed and signed out.", email=member.email), "info")
     return redirect(url_for("team.team"))
 
 
@@ -164,6 +166,6 @@ def accept(token: str) -> Response:
             db.session.rollback()
             page = render_template("team/join_invalid.html", message=exc.message)
             return make_response(page, exc.status, NO_STORE)
-        flash(f"Welcome! Sign in as {user.email}.", "info")
+        flash(_("Welcome! Sign in as %(email)s.", email=user.email), "info")
         return redirect(url_for("auth.login"))
     return _join_page(token, form, 422)

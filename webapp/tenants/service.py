@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from webapp.audit import record_audit
 from webapp.billing import price_book
@@ -35,7 +36,7 @@ def _require_plan(plan_id: int | None) -> Plan | None:
         return None
     plan = db.session.get(Plan, plan_id)
     if plan is None:
-        raise ApiError(422, "Invalid input.", "validation_error", {"plan_id": "no plan with this id"})
+        raise ApiError(422, "Invalid input.", "validation_error", {"plan_id": _("no plan with this id")})
     return plan
 
 
@@ -116,7 +117,7 @@ def list_plans() -> list[Plan]:
 
 def create_tenant(data: TenantCreate, actor: User | None) -> Tenant:
     if _exists(sa.select(Tenant).where(Tenant.slug == data.slug)):
-        raise ApiError(422, "Invalid input.", "validation_error", {"slug": "a tenant with this slug exists"})
+        raise ApiError(422, "Invalid input.", "validation_error", {"slug": _("a tenant with this slug exists")})
     plan = _require_plan(data.plan_id)
     billing = data.model_dump(include=set(BILLING_FIELDS), exclude_none=True)
     tenant = Tenant(name=data.name, slug=data.slug, plan=plan, settings=data.settings, **billing)
@@ -165,7 +166,7 @@ def set_tenant_status(tenant: Tenant, status: TenantStatus, actor: User | None) 
 def create_tenant_user(tenant: Tenant, data: UserCreate, actor: User | None) -> User:
     email = str(data.email).lower()
     if _exists(sa.select(User).where(sa.func.lower(User.email) == email)):
-        raise ApiError(422, "Invalid input.", "validation_error", {"email": "a user with this email exists"})
+        raise ApiError(422, "Invalid input.", "validation_error", {"email": _("a user with this email exists")})
     user = User(email=email, name=data.name, role=UserRole(data.role), tenant=tenant)
     user.set_password(data.password)
     db.session.add(user)

@@ -113,15 +113,53 @@ class UsageTotals:
 
 
 @dataclass(frozen=True, slots=True)
+class Delta:
+    """What a KPI shows against the previous span: a change, "new" (nothing comparable before), or nothing."""
+
+    kind: Literal["change", "new", "none"]
+    value: float = 0.0  # relative change; for rates (`points`) the difference in percentage points / 100
+    points: bool = False
+
+
+RATE_METRICS = frozenset({"error_rate"})
+MIN_PREVIOUS_DAY_SHARE = 0.5  # the previous span had usage on at least half as many days as this one
+MIN_PREVIOUS_VALUE_SHARE = 0.05  # and at least 5 % of this span's value (so at most a ▲ 1,900 % shows)
+
+
+@dataclass(frozen=True, slots=True)
 class Comparison:
+    """This span against the same span just before it.
+
+    A change shows only when the previous span is comparable: it had usage on at least half as many days as
+    this span (MIN_PREVIOUS_DAY_SHARE) and, for amounts and counts, a value of at least 5 % of this span's
+    (MIN_PREVIOUS_VALUE_SHARE). Otherwise this span's usage is "new". Rates (error rate) compare in
+    percentage points once the previous span is comparable by days. The README repeats this rule.
+    """
+
     current: UsageTotals
     previous: UsageTotals
+    current_active_days: int = 0
+    previous_active_days: int = 0
 
-    def change(self, metric: str) -> float | None:
-        """Relative change current vs previous; None when the previous value is zero."""
+    def previous_comparable(self) -> bool:
+        enough_days = self.previous_active_days >= MIN_PREVIOUS_DAY_SHARE * self.current_active_days
+        return self.previous.requests > 0 and self.previous_active_days > 0 and enough_days
+
+    def delta(self, metric: str) -> Delta:
         before = float(getattr(self.previous, metric))
         after = float(getattr(self.current, metric))
-        return None if before == 0 else (after - before) / before
+        if not self.previous_comparable():
+            return Delta("new") if self.current.requests > 0 else Delta("none")
+        if metric in RATE_METRICS:
+            return Delta("change", after - before, points=True)
+        if before <= 0 or before < MIN_PREVIOUS_VALUE_SHARE * after:
+            return Delta("new") if after > 0 else Delta("none")
+        return Delta("change", (after - before) / before)
+
+    def change(self, metric: str) -> float | None:
+        """The relative change when the previous span is comparable (see the class), else None."""
+        delta = self.delta(metric)
+        return delta.value if delta.kind == "change" and not delta.points else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,7 +416,21 @@ def totals(usage_filter: UsageFilter, period: Period) -> UsageTotals:
 
 
 def compare(usage_filter: UsageFilter, period: Period, now: datetime) -> Comparison:
-    return Comparison(current=totals(usage_filter, period), previous=totals(usage_filter, period.previous(now)))
+    previous = period.previous(now)
+    return Comparison(
+        current=totals(usage_filter, period),
+        previous=totals(usage_filter, previous),
+        current_active_days=active_days(usage_filter, period.elapsed_until(now)),
+        previous_active_days=active_days(usage_filter, previous),
+    )
+
+
+def active_days(usage_filter: UsageFilter, period: Period) -> int:
+    """UTC days of the period with at least one request."""
+    source = usage_source(period, usage_filter, coarsest="day")
+    day = truncate_time("day", source.c.bucket)
+    statement = sa.select(sa.func.count(sa.distinct(day))).where(source.c.requests > 0)
+    return int(db.session.scalar(statement) or 0)
 
 
 def truncate_time(granularity: Granularity, column: Any) -> sa.ColumnElement[datetime]:

@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import logging
 import math
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -44,6 +45,7 @@ from webapp.models import (
     ApiKey,
     UsageDeadLetter,
     UsageLog,
+    UsageLogId,
     UsageRollup,
     UsageSource,
     utcnow,
@@ -248,6 +250,8 @@ def _insert_new(records: Sequence[UsageRecord]) -> list[UsageRecord]:
         return []
     unique_records = _unique(records)
     table = cast(sa.Table, UsageLog.__table__)
+    if _dialect() == "postgresql" and usage_logs_partitioned():
+        return _insert_claimed(unique_records, table)
     statement = (
         _dialect_insert(table)
         .values([_row_values(record) for record in unique_records])
@@ -256,6 +260,18 @@ def _insert_new(records: Sequence[UsageRecord]) -> list[UsageRecord]:
     )
     stored_ids = set(db.session.execute(statement).scalars())
     return [record for record in unique_records if record.request_id in stored_ids]
+
+
+def _insert_claimed(unique_records: Sequence[UsageRecord], table: sa.Table) -> list[UsageRecord]:
+    """The partitioned table: claim the ids first; the records whose ids were free are new."""
+    ids = cast(sa.Table, UsageLogId.__table__)
+    claims = [{"request_id": r.request_id, "call_id": r.call_id, "occurred_at": r.occurred_at} for r in unique_records]
+    claim = postgresql.insert(ids).values(claims).on_conflict_do_nothing().returning(ids.c.request_id)
+    claimed = set(db.session.execute(claim).scalars())
+    new_records = [record for record in unique_records if record.request_id in claimed]
+    if new_records:
+        db.session.execute(sa.insert(table).values([_row_values(record) for record in new_records]))
+    return new_records
 
 
 # ---------------------------------------------------------------- fitting text to the columns
@@ -699,7 +715,37 @@ _LEVEL_OWNER = {
 }
 
 
-def _postgresql_statement(staged: bool = False) -> str:
+def _inserted_cte(source: str, claim_ids: bool) -> str:
+    """The insert-if-new part. On the partitioned table (`claim_ids`) a row is new when its ids could be
+    claimed in usage_log_ids, which holds the unique keys (same "either id matches: drop" rule)."""
+    names = ", ".join(name for name, _ in PG_COLUMNS)
+    returning = """RETURNING occurred_at, tenant_id, api_key_id, litellm_key_id, model, status_code,
+              prompt_tokens, completion_tokens, total_tokens, cost, price, response_time_ms"""
+    if not claim_ids:
+        return f"""inserted AS (
+    INSERT INTO usage_logs ({names}, created_at)
+    SELECT {names}, now() FROM {source}
+    ON CONFLICT DO NOTHING
+    {returning}
+)"""
+    qualified = ", ".join(f"incoming.{name}" for name, _ in PG_COLUMNS)
+    # The staged rows are read twice from their temp table; the arrays are unnested once into a CTE.
+    staged = source == STAGE_TABLE
+    unnested = "" if staged else f"incoming AS MATERIALIZED (SELECT {names} FROM {source}), "
+    rows = f"{STAGE_TABLE} AS incoming" if staged else "incoming"
+    return f"""{unnested}claimed AS (
+    INSERT INTO usage_log_ids (request_id, call_id, occurred_at)
+    SELECT request_id, call_id, occurred_at FROM {rows}
+    ON CONFLICT DO NOTHING
+    RETURNING request_id
+), inserted AS (
+    INSERT INTO usage_logs ({names}, created_at)
+    SELECT {qualified}, now() FROM {rows} JOIN claimed ON claimed.request_id = incoming.request_id
+    {returning}
+)"""
+
+
+def _postgresql_statement(staged: bool = False, claim_ids: bool = False) -> str:
     """Insert-if-new, then every rollup level from exactly the inserted rows: they are grouped per hour
     once, and each level sums those few groups (not the rows again)."""
     arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in PG_COLUMNS)
@@ -720,13 +766,7 @@ def _postgresql_statement(staged: bool = False) -> str:
         )
     union = "\n    UNION ALL ".join(levels)
     return f"""
-WITH inserted AS (
-    INSERT INTO usage_logs ({names}, created_at)
-    SELECT {names}, now() FROM {source}
-    ON CONFLICT DO NOTHING
-    RETURNING occurred_at, tenant_id, api_key_id, litellm_key_id, model, status_code,
-              prompt_tokens, completion_tokens, total_tokens, cost, price, response_time_ms
-), hourly AS (
+WITH {_inserted_cte(source, claim_ids)}, hourly AS (
     SELECT date_trunc('hour', occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour_start,
            coalesce(tenant_id, 0) AS tenant_id, coalesce(api_key_id, 0) AS api_key_id, coalesce(model, '') AS model,
            CASE WHEN tenant_id IS NULL THEN coalesce(litellm_key_id, '') END AS unmapped_key,
@@ -751,8 +791,35 @@ SELECT count(*) FROM inserted
 
 
 STAGE_TABLE = "usage_logs_stage"
-_PG_STATEMENT = sa.text(_postgresql_statement())
-_PG_STAGED_STATEMENT = sa.text(_postgresql_statement(staged=True))
+# Keyed by whether usage_logs is partitioned (its unique keys then live in usage_log_ids).
+_PG_STATEMENTS = {claim: sa.text(_postgresql_statement(claim_ids=claim)) for claim in (False, True)}
+_PG_STAGED_STATEMENTS = {claim: sa.text(_postgresql_statement(staged=True, claim_ids=claim)) for claim in (False, True)}
+_PARTITIONED_ENGINES: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+
+
+def usage_logs_partitioned() -> bool:
+    """Whether usage_logs is the partitioned table of migration 0010 (PostgreSQL). Remembered per engine once
+    true; until then asked each time, so a process started before the migration switches when it lands."""
+    engine = db.session.get_bind().engine
+    if engine in _PARTITIONED_ENGINES:
+        return True
+    if engine.dialect.name != "postgresql":
+        return False
+    partitioned = bool(
+        db.session.scalar(
+            sa.text("SELECT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass('usage_logs'))")
+        )
+    )
+    if partitioned:
+        _PARTITIONED_ENGINES.add(engine)
+    return partitioned
+
+
+def forget_partitioning() -> None:
+    """For migration tests and benchmarks that move one database between 0009 and 0010."""
+    _PARTITIONED_ENGINES.clear()
+
+
 # Per session and emptied at every commit; a chunk inside a transaction truncates it first.
 _STAGE_DDL = (
     f"CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} ("
@@ -851,7 +918,7 @@ def _store_copy_text(text: str) -> int:
     driver_connection: Any = connection.connection.driver_connection
     with driver_connection.cursor() as cursor:
         cursor.copy_expert(f"COPY {STAGE_TABLE} FROM STDIN", StringIO(text))
-    return int(connection.execute(_PG_STAGED_STATEMENT).scalar_one())
+    return int(connection.execute(_PG_STAGED_STATEMENTS[usage_logs_partitioned()]).scalar_one())
 
 
 # A batch PostgreSQL rejected, record by record in one round trip: the rows arrive as text (so loading them
@@ -863,6 +930,23 @@ _ISOLATION_DDL = (
     + ", ".join(f"{name} text" for name, _ in PG_COLUMNS[1:])
     + ", outcome text, error text) ON COMMIT DELETE ROWS"
 )
+_ROW_VALUES = ", ".join(f"CAST(r.{name} AS {kind})" for name, kind in PG_COLUMNS)
+_INSERT_ONE = f"""
+            INSERT INTO usage_logs ({", ".join(name for name, _ in PG_COLUMNS)}, created_at)
+            VALUES ({_ROW_VALUES}, now())"""
+# On the partitioned table a record is new when its ids can be claimed; the row goes in the same subtransaction.
+_INSERT_ONE_IF_NEW = {
+    False: f"""{_INSERT_ONE}
+            ON CONFLICT DO NOTHING;
+            GET DIAGNOSTICS stored = ROW_COUNT;""",
+    True: f"""
+            INSERT INTO usage_log_ids (request_id, call_id, occurred_at)
+            VALUES (r.request_id, r.call_id, CAST(r.occurred_at AS timestamptz))
+            ON CONFLICT DO NOTHING;
+            GET DIAGNOSTICS stored = ROW_COUNT;
+            IF stored > 0 THEN{_INSERT_ONE};
+            END IF;""",
+}
 _ISOLATION_BLOCK = f"""
 DO $isolate$
 DECLARE
@@ -873,11 +957,7 @@ DECLARE
     reasons text[] := '{{}}';
 BEGIN
     FOR r IN SELECT * FROM {ISOLATION_TABLE} LOOP
-        BEGIN
-            INSERT INTO usage_logs ({", ".join(name for name, _ in PG_COLUMNS)}, created_at)
-            VALUES ({", ".join(f"CAST(r.{name} AS {kind})" for name, kind in PG_COLUMNS)}, now())
-            ON CONFLICT DO NOTHING;
-            GET DIAGNOSTICS stored = ROW_COUNT;
+        BEGIN{{insert_if_new}}
             IF stored > 0 THEN
                 stored_ids := stored_ids || r.request_id;
             END IF;
@@ -892,6 +972,9 @@ BEGIN
 END
 $isolate$
 """
+_ISOLATION_BLOCKS = {
+    claim: _ISOLATION_BLOCK.replace("{insert_if_new}", statement) for claim, statement in _INSERT_ONE_IF_NEW.items()
+}
 
 
 def _isolate_on_postgresql(
@@ -904,7 +987,7 @@ def _isolate_on_postgresql(
     driver_connection: Any = connection.connection.driver_connection
     with driver_connection.cursor() as cursor:
         cursor.copy_expert(f"COPY {ISOLATION_TABLE} ({names}) FROM STDIN", StringIO(_copy_text_of(records)))
-    connection.exec_driver_sql(_ISOLATION_BLOCK)
+    connection.exec_driver_sql(_ISOLATION_BLOCKS[usage_logs_partitioned()])
     outcomes = connection.exec_driver_sql(
         f"SELECT request_id, outcome, error FROM {ISOLATION_TABLE} WHERE outcome IS NOT NULL"
     ).all()
@@ -980,7 +1063,7 @@ def _record_by_arrays(unique: Sequence[UsageRecord]) -> int:
         "price": _plain_array([record.price for record in unique]),
         "price_version_id": _plain_array([record.price_version_id for record in unique]),
     }
-    return int(db.session.execute(_PG_STATEMENT, columns).scalar_one())
+    return int(db.session.execute(_PG_STATEMENTS[usage_logs_partitioned()], columns).scalar_one())
 
 
 def _plain_array(values: Sequence[Any]) -> str:

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from webapp.extensions import db
+from webapp.i18n import N_
 from webapp.models import ApiKey, WebhookMessage, utcnow
 
 Scope = Literal["tenant", "staff"]
@@ -25,22 +26,22 @@ TEST_EVENT = "webhook.test"
 class EventType:
     name: str
     scope: Scope  # tenant: about one tenant (its admins and endpoints); staff: about the platform
-    title: str
+    title: str  # English (the REST API's); pages and emails show gettext(title)
 
 
 EVENT_TYPES: dict[str, EventType] = {
     event.name: event
     for event in (
-        EventType("usage.budget.threshold", "tenant", "Monthly budget threshold reached (50/80/100 %)"),
-        EventType("credits.balance.low", "tenant", "Credit balance is low"),
-        EventType("key.created", "tenant", "API key created"),
-        EventType("key.rotated", "tenant", "API key rotated"),
-        EventType("key.revoked", "tenant", "API key revoked"),
-        EventType("key.expiring", "tenant", "API key expires in 7 days"),
-        EventType("invoice.finalized", "tenant", "Invoice finalized"),
-        EventType("sync.failed", "staff", "Usage sync run failed"),
-        EventType("litellm.unreachable", "staff", "LiteLLM is unreachable"),
-        EventType("usage.unmapped_key", "staff", "Usage from a LiteLLM key no tenant owns"),
+        EventType("usage.budget.threshold", "tenant", N_("Monthly budget threshold reached (50/80/100 %)")),
+        EventType("credits.balance.low", "tenant", N_("Credit balance is low")),
+        EventType("key.created", "tenant", N_("API key created")),
+        EventType("key.rotated", "tenant", N_("API key rotated")),
+        EventType("key.revoked", "tenant", N_("API key revoked")),
+        EventType("key.expiring", "tenant", N_("API key expires in 7 days")),
+        EventType("invoice.finalized", "tenant", N_("Invoice finalized")),
+        EventType("sync.failed", "staff", N_("Usage sync run failed")),
+        EventType("litellm.unreachable", "staff", N_("LiteLLM is unreachable")),
+        EventType("usage.unmapped_key", "staff", N_("Usage from a LiteLLM key no tenant owns")),
     )
 }
 TENANT_EVENTS = tuple(name for name, event in EVENT_TYPES.items() if event.scope == "tenant")

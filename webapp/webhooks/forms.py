@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, SelectMultipleField, StringField, SubmitField
 from wtforms.validators import DataRequired, Length, Optional
@@ -18,16 +20,16 @@ class CheckboxesField(SelectMultipleField):
 
 
 def event_choices(events: tuple[str, ...]) -> list[tuple[str, str]]:
-    return [(name, f"{name} — {EVENT_TYPES[name].title}") for name in events]
+    return [(name, f"{name} — {gettext(EVENT_TYPES[name].title)}") for name in events]
 
 
 class EndpointForm(FlaskForm):
-    url = StringField("Endpoint URL", validators=[DataRequired(), Length(max=2048)],
-                      description="https:// URL that accepts POST requests with a JSON body.")
-    description = StringField("Description", validators=[Optional(), Length(max=200)])
-    events = CheckboxesField("Events", validators=[DataRequired(message="Pick at least one event.")])
-    enabled = BooleanField("Enabled", default=True)
-    submit = SubmitField("Save endpoint")
+    url = StringField(_l("Endpoint URL"), validators=[DataRequired(), Length(max=2048)],
+                      description=_l("https:// URL that accepts POST requests with a JSON body."))
+    description = StringField(_l("Description"), validators=[Optional(), Length(max=200)])
+    events = CheckboxesField(_l("Events"), validators=[DataRequired(message=_l("Pick at least one event."))])
+    enabled = BooleanField(_l("Enabled"), default=True)
+    submit = SubmitField(_l("Save endpoint"))
 
     def payload(self, with_enabled: bool) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -51,5 +53,5 @@ class EndpointForm(FlaskForm):
 
 
 class NotificationsForm(FlaskForm):
-    events = CheckboxesField("Send me an email when", validators=[Optional()])
-    submit = SubmitField("Save")
+    events = CheckboxesField(_l("Send me an email when"), validators=[Optional()])
+    submit = SubmitField(_l("Save"))

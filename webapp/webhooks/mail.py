@@ -20,8 +20,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
+from flask_babel import force_locale
+from flask_babel import gettext as _
 
 from webapp.extensions import db
+from webapp.i18n import DEFAULT_LOCALE
 from webapp.models import (
     DeliveryStatus,
     EmailNotification,
@@ -75,6 +78,7 @@ class EmailJob:
     event_id: str
     event_type: str
     body: str
+    locale: str | None = None  # the recipient's UI language (None: English)
 
 
 def mail_settings() -> MailSettings | None:
@@ -166,8 +170,10 @@ def claim_due_emails(batch_size: int, settings: MailSettings, now: datetime) -> 
             WebhookMessage.event_id,
             WebhookMessage.event_type,
             WebhookMessage.body,
+            User.locale,
         )
         .join(WebhookMessage, WebhookMessage.id == EmailNotification.message_id)
+        .outerjoin(User, User.id == EmailNotification.user_id)
         .where(EmailNotification.id.in_(ids))
         .order_by(EmailNotification.id)
     ).all()
@@ -236,6 +242,12 @@ def record_results(
 
 
 def build_email(job: EmailJob, sender: str) -> EmailMessage:
+    """The email in the recipient's language (their account setting; English when they follow the browser)."""
+    with force_locale(job.locale or DEFAULT_LOCALE):
+        return _build_email(job, sender)
+
+
+def _build_email(job: EmailJob, sender: str) -> EmailMessage:
     payload = json.loads(job.body)
     data = payload.get("data") or {}
     subject, summary = describe_event(job.event_type, data)
@@ -247,12 +259,11 @@ def build_email(job: EmailJob, sender: str) -> EmailMessage:
     message["X-A1-Event-Id"] = job.event_id
     message["X-A1-Event-Type"] = job.event_type
     details = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True)
-    message.set_content(
-        f"{summary}\n\nEvent: {job.event_type}\nAt: {payload.get('timestamp')}\nEvent id: {job.event_id}\n\n"
-        f"Details:\n{details}\n\n"
-        "You receive this because you administer this account. Choose which events reach you by email on "
-        "the Notifications page.\n"
-    )
+    facts = "\n".join((_("Event: %(type)s", type=job.event_type), _("At: %(when)s", when=payload.get("timestamp")),
+                       _("Event id: %(id)s", id=job.event_id)))
+    footer = _("You receive this because you administer this account. Choose which events reach you by email on "
+               "the Notifications page.")
+    message.set_content(f"{summary}\n\n{facts}\n\n{_('Details:')}\n{details}\n\n{footer}\n")
     return message
 
 
@@ -260,21 +271,25 @@ def describe_event(event_type: str, data: Mapping[str, Any]) -> tuple[str, str]:
     """Subject and one-sentence summary for a person."""
     found = data.get("key")
     key: Mapping[str, Any] = found if isinstance(found, dict) else {}
-    key_name = f"“{key.get('name')}” ({key.get('prefix')}…)" if key else "an API key"
+    key_name = f"“{key.get('name')}” ({key.get('prefix')}…)" if key else _("an API key")
     sentences = {
-        "key.created": f"API key {key_name} was created.",
-        "key.rotated": f"API key {key_name} was rotated; the old secret keeps working during its grace period.",
-        "key.revoked": f"API key {key_name} was revoked and stops working.",
-        "key.expiring": f"API key {key_name} expires on {key.get('expires_at')}.",
-        "usage.budget.threshold": (
-            f"Usage reached {data.get('threshold_percent')} % of the monthly budget "
-            f"({data.get('spent')} of {data.get('budget')} {data.get('currency', 'USD')})."
+        "key.created": lambda: _("API key %(key)s was created.", key=key_name),
+        "key.rotated": lambda: _("API key %(key)s was rotated; the old secret keeps working during its grace period.",
+                                 key=key_name),
+        "key.revoked": lambda: _("API key %(key)s was revoked and stops working.", key=key_name),
+        "key.expiring": lambda: _("API key %(key)s expires on %(when)s.", key=key_name, when=key.get("expires_at")),
+        "usage.budget.threshold": lambda: _(
+            "Usage reached %(percent)s %% of the monthly budget (%(spent)s of %(budget)s %(currency)s).",
+            percent=data.get("threshold_percent"), spent=data.get("spent"), budget=data.get("budget"),
+            currency=data.get("currency", "USD"),
         ),
-        "sync.failed": f"Usage sync run #{data.get('run_id')} failed: {data.get('error')}",
-        "litellm.unreachable": f"LiteLLM at {data.get('base_url')} is unreachable: {data.get('error')}",
-        "usage.unmapped_key": (
-            f"LiteLLM key {data.get('key_alias') or data.get('litellm_key_id')} has usage but belongs to no tenant."
-        ),
+        "sync.failed": lambda: _("Usage sync run #%(id)s failed: %(error)s", id=data.get("run_id"),
+                                 error=data.get("error")),
+        "litellm.unreachable": lambda: _("LiteLLM at %(url)s is unreachable: %(error)s", url=data.get("base_url"),
+                                         error=data.get("error")),
+        "usage.unmapped_key": lambda: _("LiteLLM key %(key)s has usage but belongs to no tenant.",
+                                        key=data.get("key_alias") or data.get("litellm_key_id")),
     }
-    title = EVENT_TYPES[event_type].title if event_type in EVENT_TYPES else event_type
-    return title, sentences.get(event_type, f"{title}.")
+    title = _(EVENT_TYPES[event_type].title) if event_type in EVENT_TYPES else event_type
+    sentence = sentences.get(event_type)
+    return title, sentence() if sentence else f"{title}."

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, make_response, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from pydantic import ValidationError
 from werkzeug.wrappers import Response
@@ -148,7 +149,7 @@ def _update(area: Area, endpoint_id: int) -> Response | tuple[str, int]:
             form,
         )
         if updated is not None:
-            flash("Endpoint saved.", "info")
+            flash(_("Endpoint saved."), "info")
             return redirect(area.url("endpoint", endpoint_id=endpoint_id))
         endpoint = service.get_endpoint(endpoint_id, area.tenant_id)
     else:
@@ -160,7 +161,7 @@ def _delete(area: Area, endpoint_id: int) -> Response:
     endpoint = service.get_endpoint(endpoint_id, area.tenant_id)
     _require_post_form()
     if _try(lambda: service.delete_endpoint(endpoint, current_user), None) is not None:
-        flash("Endpoint deleted.", "info")
+        flash(_("Endpoint deleted."), "info")
     return redirect(area.url("endpoints"))
 
 
@@ -177,7 +178,7 @@ def _test(area: Area, endpoint_id: int) -> Response:
     endpoint = service.get_endpoint(endpoint_id, area.tenant_id)
     _require_post_form()
     if _try(lambda: service.send_test(endpoint, current_user), None) is not None:
-        flash("A webhook.test event is queued; it appears below within seconds.", "info")
+        flash(_("A webhook.test event is queued; it appears below within seconds."), "info")
     return redirect(area.url("endpoint", endpoint_id=endpoint_id))
 
 
@@ -185,7 +186,7 @@ def _resend(area: Area, endpoint_id: int, delivery_id: int) -> Response:
     endpoint = service.get_endpoint(endpoint_id, area.tenant_id)
     _require_post_form()
     if _try(lambda: service.resend(endpoint, delivery_id, current_user), None) is not None:
-        flash("The event is queued again; the new attempt appears below within seconds.", "info")
+        flash(_("The event is queued again; the new attempt appears below within seconds."), "info")
     return redirect(area.url("endpoint", endpoint_id=endpoint_id))
 
 
@@ -314,7 +315,7 @@ def notifications() -> Response | str:
         wanted = set(form.events.data or [])
         choices = {event: event in wanted for event in preferences.receivable_events(current_user)}
         if _try(lambda: preferences.set_email_choices(current_user, choices), None) is not None:
-            flash("Notification settings saved.", "info")
+            flash(_("Notification settings saved."), "info")
         return redirect(url_for("webhooks.notifications"))
     choices = preferences.email_choices(current_user)
     form.events.data = [event for event, wanted in choices.items() if wanted]
