@@ -115,6 +115,7 @@ class Probe:
     redis_client: redis.Redis
     admin: sa.Engine
     db_name: str
+    upstream_pid: int  # the simulator: its own CPU per request is the machine's control (same work, any rate)
 
     def backend_pids(self) -> list[int]:
         with self.admin.connect() as connection:
@@ -139,6 +140,7 @@ class Probe:
     def sample(self) -> dict[str, Any]:
         return {
             "redis_cpu": cpu_seconds([self.redis_process.pid]).get(self.redis_process.pid, 0.0),
+            "upstream_cpu": cpu_seconds([self.upstream_pid]).get(self.upstream_pid, 0.0),
             "pg_cpu": cpu_seconds(self.backend_pids()),
             "commands": self.redis_commands(),
         }
@@ -236,6 +238,7 @@ def measure(phase: Phase, gunicorn: subprocess.Popen[bytes], probe: Probe, idle_
         "late_p99": pct(lateness, 0.99) if lateness else 0.0,
         "app_cpu_ms": app_cpu * 1000 / requests,
         "redis_cpu_ms": (after["redis_cpu"] - before["redis_cpu"]) * 1000 / requests,
+        "upstream_cpu_ms": (after["upstream_cpu"] - before["upstream_cpu"]) * 1000 / requests,
         "pg_cpu_ms": pg_cpu_delta(before["pg_cpu"], after["pg_cpu"]) * 1000 / requests,
         "commands": delta_commands(before["commands"], after["commands"]),
         "load": load,
@@ -276,7 +279,9 @@ def serving(args: argparse.Namespace) -> Iterator[tuple[Target, Target, subproce
         key = seed_key(env, virtual_key)
         gunicorn, proxy_url = start_gunicorn(env)
         direct, proxied = Target(sim_url, virtual_key, 64), Target(proxy_url, key, 64)
-        yield direct, proxied, gunicorn, Probe(redis_process, redis.Redis.from_url(redis_url), admin, db_name)
+        yield direct, proxied, gunicorn, Probe(
+            redis_process, redis.Redis.from_url(redis_url), admin, db_name, sim.pid
+        )
     finally:
         if gunicorn is not None:
             gunicorn.send_signal(signal.SIGQUIT)
@@ -347,6 +352,13 @@ def render(report: dict[str, Any], args: argparse.Namespace) -> str:
         )
         commands = ", ".join(f"{name} {calls / max(p['n'], 1):.2f}" for name, calls in sorted(p["commands"].items()))
         lines.append(f"- proxy {mode}: Redis commands per request: {commands or 'none'}")
+    lines.append(
+        "- the simulator's own CPU per request, same work at any rate (the machine's control): "
+        f"direct paced {report['direct_paced']['upstream_cpu_ms']:.2f} ms, "
+        f"direct full speed {report['direct_full']['upstream_cpu_ms']:.2f} ms, "
+        f"behind the proxy paced {report['proxy_paced']['upstream_cpu_ms']:.2f} ms, "
+        f"full {report['proxy_full']['upstream_cpu_ms']:.2f} ms"
+    )
     lines.append(
         f"- paced client: sends late against the schedule p99 {report['proxy_paced']['late_p99']:.2f} ms "
         f"(direct {report['direct_paced']['late_p99']:.2f} ms); scheduler {'off' if args.no_scheduler else 'on'}; "
