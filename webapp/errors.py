@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, flash, jsonify, render_template, request
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -59,6 +60,32 @@ def field_messages(error: ValidationError) -> dict[str, str]:
         name = ".".join(str(part) for part in item["loc"]) or "body"
         messages.setdefault(name, human_message(item))
     return messages
+
+
+T = TypeVar("T")
+
+
+class ErrorTarget(Protocol):
+    def add_errors(self, messages: dict[str, str]) -> bool: ...
+
+
+def commit_or_report(
+    operation: Callable[[], T], form: ErrorTarget | None = None, commit: Callable[[], None] | None = None
+) -> T | None:
+    """Run one change from a page and commit; refusals become field messages (or a flash) and nothing is kept."""
+    try:
+        result = operation()
+        (commit or db.session.commit)()
+        return result
+    except ValidationError as exc:
+        db.session.rollback()
+        if form is None or not form.add_errors(field_messages(exc)):
+            flash(_("Check the form and try again."), "error")
+    except ApiError as exc:
+        db.session.rollback()
+        if form is None or not form.add_errors(exc.fields):
+            flash(exc.message, "error")
+    return None
 
 
 def _wants_json() -> bool:

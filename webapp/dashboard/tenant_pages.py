@@ -8,16 +8,14 @@ field. Usage has its own page (`dashboard.tenant_drilldown`) and billing the bil
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from flask import abort, flash, make_response, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from pydantic import ValidationError
 from werkzeug.wrappers import Response
 from wtforms import SelectField
 
@@ -25,7 +23,7 @@ from webapp import replica
 from webapp.auth.decorators import staff_required
 from webapp.auth.forms import EmptyForm, FieldErrorsMixin
 from webapp.dashboard import bp
-from webapp.errors import ApiError, field_messages
+from webapp.errors import commit_or_report
 from webapp.extensions import db
 from webapp.keys import service as key_service
 from webapp.keys import views as key_views
@@ -39,13 +37,6 @@ from webapp.tenants.schemas import TenantUpdate, UserCreate
 from webapp.usage import queries
 
 NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
-T = TypeVar("T")
-
-
-class ErrorTarget(Protocol):
-    def add_errors(self, messages: dict[str, str]) -> bool: ...
-
-
 class PlanChangeForm(FieldErrorsMixin, FlaskForm):
     plan_id = SelectField(_l("Plan"), coerce=int, validate_choice=False)
 
@@ -104,23 +95,6 @@ def _page(tenant: Tenant, forms: TenantForms | None = None, status: int = 200) -
     return make_response(page, status)
 
 
-def _commit(operation: Callable[[], T], form: ErrorTarget | None, commit: Callable[[], None] | None = None) -> T | None:
-    """Run one change and commit; refusals become field messages (or a flash) and nothing is kept."""
-    try:
-        result = operation()
-        (commit or db.session.commit)()
-        return result
-    except ValidationError as exc:
-        db.session.rollback()
-        if form is None or not form.add_errors(field_messages(exc)):
-            flash(_("Check the form and try again."), "error")
-    except ApiError as exc:
-        db.session.rollback()
-        if form is None or not form.add_errors(exc.fields):
-            flash(exc.message, "error")
-    return None
-
-
 def _back(tenant_id: int, anchor: str = "") -> Response:
     url = url_for("dashboard.staff_tenant", tenant_id=tenant_id, _anchor=anchor or None)
     return redirect(url)
@@ -150,7 +124,7 @@ def change_plan(tenant_id: int) -> Response:
         form.plan_id.errors = [_("Choose one of the plans.")]
         return _page(tenant, TenantForms.blank(tenant, plan=form), 422)
     update = TenantUpdate(plan_id=chosen)
-    if _commit(lambda: tenant_service.update_tenant(tenant, update, _actor()), form) is None:
+    if commit_or_report(lambda: tenant_service.update_tenant(tenant, update, _actor()), form) is None:
         return _page(_tenant(tenant_id), TenantForms.blank(tenant, plan=form), 422)
     plan_name = tenant.plan.name if tenant.plan else ""
     flash(_("%(tenant)s is on the %(plan)s plan now.", tenant=tenant.name, plan=plan_name), "info")
@@ -168,7 +142,9 @@ def add_user(tenant_id: int) -> Response:
     if form.validate_on_submit():
         data = {"email": form.email.data or "", "name": form.name.data or "", "password": form.password.data or "",
                 "role": form.role.data}
-        user = _commit(lambda: team_service.create_member(tenant, UserCreate.model_validate(data), _actor()), form)
+        user = commit_or_report(
+            lambda: team_service.create_member(tenant, UserCreate.model_validate(data), _actor()), form
+        )
         if user is not None:
             flash(_("%(email)s can sign in now.", email=user.email), "info")
             return _back(tenant_id, "users")
@@ -182,7 +158,7 @@ def invite_user(tenant_id: int) -> Response:
     form = InviteForm()
     if form.validate_on_submit():
         role, actor = UserRole(form.role.data), _actor()
-        issued = _commit(lambda: team_service.create_invite(tenant, form.email.data or "", role, actor), form)
+        issued = commit_or_report(lambda: team_service.create_invite(tenant, form.email.data or "", role, actor), form)
         if issued is not None:
             link = url_for("team.join", token=issued.token, _external=True)
             emailed = team_service.email_invite(issued, link, actor)
@@ -197,7 +173,7 @@ def invite_user(tenant_id: int) -> Response:
 def deactivate_user(tenant_id: int, user_id: int) -> Response:
     member = team_service.get_member(_tenant(tenant_id).id, user_id)
     _require_button_form()
-    if _commit(lambda: team_service.remove_member(member, _actor()), None):
+    if commit_or_report(lambda: team_service.remove_member(member, _actor()), None):
         flash(_("%(email)s is deactivated and signed out.", email=member.email), "info")
     return _back(tenant_id, "users")
 
@@ -207,7 +183,7 @@ def deactivate_user(tenant_id: int, user_id: int) -> Response:
 def revoke_invite(tenant_id: int, invite_id: int) -> Response:
     invite = team_service.get_invite(_tenant(tenant_id).id, invite_id)
     _require_button_form()
-    if _commit(lambda: team_service.revoke_invite(invite, _actor()), None):
+    if commit_or_report(lambda: team_service.revoke_invite(invite, _actor()), None):
         flash(_("The invitation to %(email)s is withdrawn.", email=invite.email), "info")
     return _back(tenant_id, "users")
 
@@ -222,7 +198,7 @@ def create_key(tenant_id: int) -> Response:
     form = KeyCreateForm()
     if form.validate_on_submit():
         create = lambda: key_service.create_key(tenant, KeyCreate.model_validate(form.payload()), _actor())  # noqa: E731
-        issued = _commit(create, form, commit=key_service.commit_key_changes)
+        issued = commit_or_report(create, form, commit=key_service.commit_key_changes)
         if issued is not None:
             done = url_for("dashboard.staff_tenant", tenant_id=tenant_id, _anchor="keys")
             return key_views.secret_page(issued, "created", done_url=done)
@@ -235,6 +211,6 @@ def revoke_key(tenant_id: int, key_id: int) -> Response:
     api_key = key_service.get_key(key_id, _tenant(tenant_id).id)
     _require_button_form()
     revoke = lambda: key_service.revoke_key(api_key, _actor())  # noqa: E731
-    if _commit(revoke, None, commit=key_service.commit_key_changes):
+    if commit_or_report(revoke, None, commit=key_service.commit_key_changes):
         flash(_("Key “%(name)s” is revoked.", name=api_key.name), "info")
     return _back(tenant_id, "keys")

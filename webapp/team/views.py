@@ -5,18 +5,14 @@ The page showing a new invitation link is never cached; the link is not kept any
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
-
 from flask import abort, flash, make_response, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
-from pydantic import ValidationError
 from werkzeug.wrappers import Response
 
 from webapp.auth.decorators import tenant_admin_required
 from webapp.auth.forms import EmptyForm
-from webapp.errors import ApiError, field_messages
+from webapp.errors import ApiError, commit_or_report
 from webapp.extensions import db
 from webapp.i18n import value_label
 from webapp.models import Tenant, User, UserRole, utcnow
@@ -25,9 +21,6 @@ from webapp.team.forms import AcceptInviteForm, InviteForm, MemberCreateForm, Ro
 from webapp.tenants.schemas import UserCreate
 
 NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
-T = TypeVar("T")
-
-
 def _actor() -> User:
     user: User = current_user._get_current_object()
     return user
@@ -49,23 +42,6 @@ def _team_page(invite_form: InviteForm | None = None, create_form: MemberCreateF
     return page, status
 
 
-def _commit(operation: Callable[[], T], form: InviteForm | MemberCreateForm | None = None) -> T | None:
-    """Run one team change and commit; refusals become field or flash messages and nothing is kept."""
-    try:
-        result = operation()
-        db.session.commit()
-        return result
-    except ValidationError as exc:
-        db.session.rollback()
-        if form is None or not form.add_errors(field_messages(exc)):
-            flash(_("Check the form and try again."), "error")
-    except ApiError as exc:
-        db.session.rollback()
-        if form is None or not form.add_errors(exc.fields):
-            flash(exc.message, "error")
-    return None
-
-
 @bp.get("/team")
 @tenant_admin_required
 def team() -> tuple[str, int]:
@@ -79,7 +55,7 @@ def create_invite() -> Response | tuple[str, int]:
     if form.validate_on_submit():
         tenant, actor = _tenant(), _actor()
         role = UserRole(form.role.data)
-        issued = _commit(lambda: service.create_invite(tenant, form.email.data or "", role, actor), form)
+        issued = commit_or_report(lambda: service.create_invite(tenant, form.email.data or "", role, actor), form)
         if issued is not None:
             link = url_for("team.join", token=issued.token, _external=True)
             emailed = service.email_invite(issued, link, actor)
@@ -94,7 +70,7 @@ def revoke_invite(invite_id: int) -> Response:
     invite = service.get_invite(int(current_user.tenant_id), invite_id)
     if not EmptyForm().validate_on_submit():
         abort(400)
-    if _commit(lambda: service.revoke_invite(invite, _actor())):
+    if commit_or_report(lambda: service.revoke_invite(invite, _actor())):
         flash(_("The invitation to %(email)s is withdrawn.", email=invite.email), "info")
     return redirect(url_for("team.team"))
 
@@ -105,7 +81,7 @@ def create_member() -> Response | tuple[str, int]:
     form = MemberCreateForm()
     if form.validate_on_submit():
         tenant, actor = _tenant(), _actor()
-        user = _commit(lambda: service.create_member(tenant, UserCreate(
+        user = commit_or_report(lambda: service.create_member(tenant, UserCreate(
             email=form.email.data or "", name=form.name.data or "", password=form.password.data or "",
             role=form.role.data), actor), form)
         if user is not None:
@@ -121,7 +97,7 @@ def change_role(user_id: int) -> Response:
     form = RoleForm()
     if not form.validate_on_submit():
         abort(400)
-    if _commit(lambda: service.change_role(member, UserRole(form.role.data), _actor())):
+    if commit_or_report(lambda: service.change_role(member, UserRole(form.role.data), _actor())):
         flash(_("%(email)s is now %(role)s.", email=member.email, role=value_label(member.role)), "info")
     return redirect(url_for("team.team"))
 
@@ -132,7 +108,7 @@ def remove_member(user_id: int) -> Response:
     member = service.get_member(int(current_user.tenant_id), user_id)
     if not EmptyForm().validate_on_submit():
         abort(400)
-    if _commit(lambda: service.remove_member(member, _actor())):
+    if commit_or_report(lambda: service.remove_member(member, _actor())):
         flash(_("%(email)s is removed and signed out.", email=member.email), "info")
     return redirect(url_for("team.team"))
 
