@@ -108,10 +108,13 @@ def test_without_the_feed_the_other_instance_keeps_its_cached_key(
 ) -> None:
     """The control: B not listening keeps its entry (for at most a second while it has no feed)."""
     secret = tenant_key()
+    key_id = check(instance_a, secret).api_key_id
+    cached_at = time.monotonic()
     check(instance_b, secret)
-    edit(instance_a, ApiKey, check(instance_a, secret).api_key_id, revoked_at=utcnow())
-    time.sleep(0.5)
-    assert check(instance_b, secret).revoked_at is None
+    edit(instance_a, ApiKey, key_id, revoked_at=utcnow())
+    still_cached = check(instance_b, secret).revoked_at is None
+    if time.monotonic() - cached_at < 0.9:  # a loaded CI machine can outlast the 1 s entry before we look
+        assert still_cached
     assert refused_within(instance_b, secret, PROMPT_SECONDS) == "api_key_revoked"  # the short TTL, no feed
 
 
