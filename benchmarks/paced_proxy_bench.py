@@ -66,13 +66,10 @@ DRAIN_SECONDS = 11.0  # PostgreSQL 15 flushes an idle backend's pending statisti
 
 
 def bench_app() -> Any:
-    """What gunicorn serves here: the proxy bench's app, with the scheduler started as wsgi:app does."""
-    from benchmarks.proxy_bench import bench_app as proxy_bench_app
-    from webapp.scheduler import start_scheduler
+    """What gunicorn serves here (imports stay inside: gevent patches before webapp loads)."""
+    from benchmarks.proxy_bench import bench_app_with_scheduler
 
-    app = proxy_bench_app()
-    start_scheduler(app)
-    return app
+    return bench_app_with_scheduler()
 
 
 # ------------------------------------------------------------------ the processes whose CPU counts

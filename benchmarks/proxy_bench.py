@@ -46,6 +46,15 @@ SIM_MASTER = "sk-bench-sim-master-0123456789"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
+def bench_app_with_scheduler() -> Any:
+    """The proxy bench's app with the in-process scheduler started, as wsgi:app does."""
+    from webapp.scheduler import start_scheduler
+
+    app = bench_app()
+    start_scheduler(app)
+    return app
+
+
 def bench_app() -> Any:
     """The app gunicorn serves here: create_app(), with the proxy wired if create_app does not yet."""
     from webapp import create_app

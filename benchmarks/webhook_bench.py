@@ -125,13 +125,10 @@ with app.app_context():
 
 
 def bench_app() -> Any:
-    """What gunicorn serves here: the proxy benchmark's app with the in-process scheduler started."""
-    from benchmarks.proxy_bench import bench_app as proxy_app
-    from webapp.scheduler import start_scheduler
+    """What gunicorn serves here (imports stay inside: gevent patches before webapp loads)."""
+    from benchmarks.proxy_bench import bench_app_with_scheduler
 
-    app = proxy_app()
-    start_scheduler(app)
-    return app
+    return bench_app_with_scheduler()
 
 
 def start_receiver() -> tuple[subprocess.Popen[bytes], str]:
